@@ -1,0 +1,123 @@
+"""Admission for every model, image, audio, search and task call (API.md section 4).
+
+`Gate.admit` runs the steps in the contract's order — input limit, rate limit, funds — and the last
+two are one atomic store operation, so a request refused for funds does not use up a rate-limit slot.
+The `Ticket` it returns is what billing settles, exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from ..billing.cost import estimate_micros
+from ..catalog import CatalogSource, ModelSpec
+from ..errors import GatewayError
+from ..money import format_micros
+from ..store.base import Counter, Store
+from .keys import Caller, permits
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+@dataclass
+class Ticket:
+    """An admitted call: who, which model, what was reserved. Settled once by billing."""
+
+    request_id: str
+    caller: Caller
+    spec: ModelSpec
+    route: str
+    input_tokens: int
+    reserved: int
+    multiplier: Fraction
+    created_at: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.monotonic)
+    settled: bool = False
+
+
+class Gate:
+    def __init__(self, store: Store, catalogs: CatalogSource) -> None:
+        self.store = store
+        self.catalogs = catalogs
+
+    def model_for(self, caller: Caller, name: str) -> ModelSpec:
+        """403 before 404: a key limited to some models learns nothing about the others."""
+        if not permits(caller.key.permissions, name):
+            raise GatewayError(
+                "permission", f"This API key is not permitted to use the model '{name}'.", param="model"
+            )
+        spec = self.catalogs.current().get(name)
+        if spec is None:
+            raise GatewayError(
+                "model_not_found", f"The model '{name}' does not exist.", param="model", code="model_not_found"
+            )
+        return spec
+
+    def admit(
+        self,
+        caller: Caller,
+        spec: ModelSpec,
+        *,
+        input_tokens: int,
+        max_output_tokens: int | None,
+        request_id: str,
+        route: str,
+    ) -> Ticket:
+        if input_tokens > spec.max_input_tokens:
+            raise GatewayError(
+                "context_length_exceeded",
+                f"This model's maximum input is {spec.max_input_tokens} tokens; the request has "
+                f"{input_tokens} input tokens.",
+                param="messages",
+            )
+        catalog = self.catalogs.current()
+        multiplier = catalog.multiplier(caller.tier)
+        output_cap = max_output_tokens if max_output_tokens and max_output_tokens > 0 else spec.max_output_tokens
+        reserve = 0 if spec.prices.free else estimate_micros(spec.prices, input_tokens, output_cap, multiplier)
+        counters = [Counter(f"rpm:{caller.user_id}:{spec.name}", catalog.rpm(spec, caller.tier))]
+        if caller.key.rpm is not None:
+            counters.append(Counter(f"rpm-key:{caller.key.key_id}", caller.key.rpm))
+        result = self.store.admit(caller.user_id, caller.key.key_id, counters, reserve, time.time())
+        if not result.ok:
+            if result.refused == "rate":
+                which = "this API key" if (result.counter_id or "").startswith("rpm-key:") else (
+                    f"model '{spec.name}' on the {caller.tier} tier"
+                )
+                raise GatewayError(
+                    "rate_limited",
+                    f"Rate limit reached for {which}; retry in {result.retry_after} s.",
+                    headers={"Retry-After": str(result.retry_after)},
+                )
+            if result.refused == "funds_key":
+                raise GatewayError(
+                    "insufficient_balance",
+                    f"This API key's spending cap does not cover the request (needs {format_micros(reserve)}).",
+                )
+            raise GatewayError(
+                "insufficient_balance",
+                f"Insufficient balance: this request needs {format_micros(reserve)} reserved.",
+            )
+        return Ticket(
+            request_id=request_id,
+            caller=caller,
+            spec=spec,
+            route=route,
+            input_tokens=input_tokens,
+            reserved=reserve,
+            multiplier=multiplier,
+        )
+
+    def hit(self, caller: Caller, counter_id: str, limit: int, window: float) -> None:
+        """A plain rate-limit hit with no money involved (platform routes' per-user limits)."""
+        result = self.store.admit(caller.user_id, None, [Counter(counter_id, limit, window)], 0, time.time())
+        if not result.ok:
+            raise GatewayError(
+                "rate_limited",
+                f"Too many requests; retry in {result.retry_after} s.",
+                headers={"Retry-After": str(result.retry_after)},
+            )

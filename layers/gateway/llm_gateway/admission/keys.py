@@ -1,0 +1,117 @@
+"""API keys: minting, hashing, masking, and resolving a presented key to its key and user.
+
+Only a SHA-256 of a key is stored. Resolved keys and users are cached per process for at most the
+settings' cache TTL (≤ 5 s, the contract's bound for a revocation to take effect); unknown keys are
+never cached, so a key works the moment it is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+import threading
+import time
+from dataclasses import dataclass
+
+from ..errors import GatewayError
+from ..store.base import Key, Store, User
+
+KEY_PREFIX = "sk-"
+KEY_LENGTH = 48
+_ALPHABET = string.ascii_letters + string.digits + "-_"
+
+
+def new_key() -> str:
+    return KEY_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(KEY_LENGTH - len(KEY_PREFIX)))
+
+
+def new_key_id() -> str:
+    return "key_" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(12))
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def mask(key: str) -> str:
+    return f"{key[:8]}...{key[-4:]}"
+
+
+def looks_like_key(value: str) -> bool:
+    return value.startswith(KEY_PREFIX) and len(value) == KEY_LENGTH
+
+
+def key_from_headers(authorization: str | None, x_api_key: str | None) -> str | None:
+    """`Authorization: Bearer sk-…`, a bare `Authorization: sk-…`, or `x-api-key: sk-…`."""
+    if authorization:
+        value = authorization.strip()
+        if value[:7].lower() == "bearer ":
+            value = value[7:].strip()
+        if value:
+            return value
+    if x_api_key and x_api_key.strip():
+        return x_api_key.strip()
+    return None
+
+
+@dataclass(frozen=True)
+class Caller:
+    key: Key
+    user: User
+    tier: str  # the effective tier at resolution time
+
+    @property
+    def user_id(self) -> str:
+        return self.user.user_id
+
+
+class KeyResolver:
+    def __init__(self, store: Store, ttl: float) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, Key, User]] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, presented: str | None) -> Caller:
+        if not presented:
+            raise GatewayError("invalid_api_key", "Missing API key: send it as 'Authorization: Bearer sk-...'.")
+        digest = hash_key(presented)
+        now = time.time()
+        hit = self._cache.get(digest)
+        if hit is not None and time.monotonic() - hit[0] < self._ttl:
+            key, user = hit[1], hit[2]
+        else:
+            key = self._store.get_key_by_hash(digest)
+            user = self._store.get_user(key.user_id) if key is not None else None
+            if key is None or user is None:
+                with self._lock:
+                    self._cache.pop(digest, None)
+                raise GatewayError("invalid_api_key", "Invalid API key.")
+            with self._lock:
+                if len(self._cache) > 50_000:
+                    self._cache.clear()
+                self._cache[digest] = (time.monotonic(), key, user)
+        if key.is_disabled:
+            raise GatewayError("invalid_api_key", "This API key is disabled.")
+        if key.expired_at is not None and key.expired_at <= now:
+            raise GatewayError("invalid_api_key", "This API key has expired.")
+        return Caller(key=key, user=user, tier=user.effective_tier(now))
+
+    def forget(self, key_hash: str | None = None) -> None:
+        """Drop cached entries (after this process itself changed a key or user)."""
+        with self._lock:
+            if key_hash is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(key_hash, None)
+
+
+def permits(permissions: list[str], model: str) -> bool:
+    """Empty list: every model. `gpt-4*` matches by prefix; anything else matches exactly."""
+    if not permissions:
+        return True
+    for rule in permissions:
+        if rule == model or rule == "*" or (rule.endswith("*") and model.startswith(rule[:-1])):
+            return True
+    return False

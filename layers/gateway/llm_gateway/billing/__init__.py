@@ -1,0 +1,1 @@
+"""Prices, cost, usage accounting and settlement: the only place money is computed."""

@@ -1,0 +1,43 @@
+"""Settlement: turn an admitted ticket and the usage that came back into a charge, exactly once."""
+
+from __future__ import annotations
+
+import time
+
+from ..admission.gate import Ticket
+from ..store.base import Store, UsageRecord
+from .cost import cost_micros
+from .usage import Usage
+
+
+def settle(store: Store, ticket: Ticket, usage: Usage | None, status: str = "ok") -> UsageRecord | None:
+    """Charge `usage` (None: nothing was produced) against the ticket's reservation.
+
+    Safe to call more than once: the first call settles, later ones do nothing, both in this process
+    (the ticket's flag) and in the store (the request id is the usage record's unique key).
+    """
+    if ticket.settled:
+        return None
+    ticket.settled = True
+    usage = usage or Usage()
+    cost = 0 if not (usage.total_input or usage.output_tokens) and status != "ok" else cost_micros(
+        ticket.spec.prices, usage, ticket.multiplier
+    )
+    record = UsageRecord(
+        request_id=ticket.request_id,
+        user_id=ticket.caller.user_id,
+        key_id=ticket.caller.key.key_id,
+        model=ticket.spec.name,
+        route=ticket.route,
+        created_at=time.time(),
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        cost=cost,
+        reserved=ticket.reserved,
+        latency_ms=int((time.monotonic() - ticket.started) * 1000),
+        status=status,
+    )
+    store.settle(record)
+    return record

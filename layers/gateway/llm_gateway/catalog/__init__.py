@@ -1,0 +1,150 @@
+"""The model catalog: the default file shipped with the package, merged with store overrides.
+
+Overrides written by `llm-gateway models set` / `tiers set` land in the store; every process polls
+the store's catalog version at most once per cache window, so a change reaches running servers
+within the contract's 5 seconds without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from ..money import to_micros
+from ..store.base import TIERS, Store
+
+PRICE_FIELDS = ("input", "output", "cache_read", "cache_write", "per_request")
+# Models served by the built-in mock provider without a catalog entry of their own.
+MOCK_PREFIX = "mock-"
+
+
+@dataclass(frozen=True)
+class Prices:
+    """Micros per 1M tokens (so: micro-micros per token), and micros per request."""
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    per_request: int = 0
+
+    @property
+    def free(self) -> bool:
+        return not (self.input or self.output or self.cache_read or self.cache_write or self.per_request)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    provider: str
+    upstream_model: str
+    encoding: str = "o200k_base"
+    max_input_tokens: int = 128_000
+    max_output_tokens: int = 4096
+    endpoint: str = "chat"
+    prices: Prices = field(default_factory=Prices)
+    rpm: dict[str, int] = field(default_factory=dict)
+    serialize_messages: bool = False
+    price_source: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        """Which wire API the model speaks upstream: "anthropic" or "openai" (mock speaks openai)."""
+        return "anthropic" if self.provider == "anthropic" else "openai"
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    name: str
+    rpm: int
+    multiplier: Fraction
+
+
+def _spec(name: str, raw: dict[str, Any]) -> ModelSpec:
+    prices = Prices(**{f: to_micros(raw.get(f, "0") or "0") for f in PRICE_FIELDS})
+    return ModelSpec(
+        name=name,
+        provider=raw.get("provider", "openai"),
+        upstream_model=raw.get("upstream_model") or name,
+        encoding=raw.get("encoding") or ("cl100k_base" if raw.get("provider") == "anthropic" else "o200k_base"),
+        max_input_tokens=int(raw.get("max_input_tokens") or 128_000),
+        max_output_tokens=int(raw.get("max_output_tokens") or 4096),
+        endpoint=raw.get("endpoint", "chat"),
+        prices=prices,
+        rpm={t: int(n) for t, n in (raw.get("rpm") or {}).items()},
+        serialize_messages=bool(raw.get("serialize_messages", False)),
+        price_source=raw.get("price_source") or {},
+    )
+
+
+@lru_cache(maxsize=1)
+def default_catalog() -> dict[str, Any]:
+    return json.loads(resources.files(__package__).joinpath("models.json").read_text())
+
+
+class Catalog:
+    """Models and tiers as the gateway sees them right now."""
+
+    def __init__(self, raw: dict[str, Any], overrides: dict[str, dict[str, dict[str, Any]]] | None = None):
+        overrides = overrides or {}
+        raw_models = {k: dict(v) for k, v in raw["models"].items()}
+        for name, fields in (overrides.get("models") or {}).items():
+            merged = {**raw_models.get(name, {}), **fields}
+            if "rpm" in fields and name in raw_models:
+                merged["rpm"] = {**(raw_models[name].get("rpm") or {}), **(fields["rpm"] or {})}
+            raw_models[name] = merged
+        self.models: dict[str, ModelSpec] = {n: _spec(n, m) for n, m in raw_models.items()}
+        self.tiers: dict[str, TierSpec] = {}
+        tier_over = overrides.get("tiers") or {}
+        for t in TIERS:
+            base = {**raw["tiers"].get(t, {}), **tier_over.get(t, {})}
+            self.tiers[t] = TierSpec(t, int(base.get("rpm", 60)), Fraction(str(base.get("multiplier", "1"))))
+        self.currency = raw.get("currency", "USD")
+
+    def get(self, name: str) -> ModelSpec | None:
+        spec = self.models.get(name)
+        if spec is None and name.startswith(MOCK_PREFIX) and len(name) > len(MOCK_PREFIX):
+            template = self.models.get("mock-gpt") or _spec("mock-gpt", {"provider": "mock"})
+            spec = replace(template, name=name, upstream_model=name)
+        return spec
+
+    def rpm(self, spec: ModelSpec, tier: str) -> int:
+        return spec.rpm.get(tier) or self.tiers[tier].rpm
+
+    def multiplier(self, tier: str) -> Fraction:
+        return self.tiers[tier].multiplier
+
+
+class CatalogSource:
+    """Hands out the current Catalog, re-reading store overrides at most once per `ttl` seconds."""
+
+    def __init__(self, store: Store, ttl: float = 2.0) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._catalog: Catalog | None = None
+        self._version = -1
+        self._checked = 0.0
+
+    def refresh(self) -> None:
+        """Re-read overrides on the next `current()` (after this process changed them itself)."""
+        self._checked = -1e18
+
+    def current(self) -> Catalog:
+        now = time.monotonic()
+        if self._catalog is not None and now - self._checked < self._ttl:
+            return self._catalog
+        with self._lock:
+            if self._catalog is None or now - self._checked >= self._ttl:
+                version = self._store.catalog_version()
+                if self._catalog is None or version != self._version:
+                    self._catalog = Catalog(default_catalog(), self._store.get_catalog_overrides())
+                    self._version = version
+                self._checked = now
+        return self._catalog

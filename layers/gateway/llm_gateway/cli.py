@@ -1,0 +1,454 @@
+"""`llm-gateway`: serve the gateway and manage users, keys, money and the catalog.
+
+Every command prints one JSON object on stdout. Failure exits non-zero with `{"error": "..."}`
+(2 for bad usage). Commands act on the store named by GATEWAY_STORE_URL, the same one the servers
+use, so their changes reach running servers within the cache window (≤ 5 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, NoReturn
+
+from . import accounts
+from .money import MoneyError, format_micros, to_micros
+from .times import parse_iso
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _store():
+    from .config import get_settings
+    from .store import open_store
+
+    store = open_store(get_settings().store_url)
+    if get_settings().store_url.startswith("sqlite:"):
+        store.init()
+    return store
+
+
+def _money(value: str, what: str) -> int:
+    try:
+        return to_micros(value)
+    except MoneyError as exc:
+        raise UsageError(f"{what}: {exc}") from None
+
+
+def _currency() -> str:
+    from .config import get_settings
+
+    return get_settings().currency
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .store import open_store
+    from .config import get_settings
+
+    settings = get_settings()
+    store = open_store(settings.store_url)
+    if settings.store_url.startswith("sqlite:"):
+        store.init()
+    admin_key = accounts.bootstrap_admin(store)
+    out: dict[str, Any] = {
+        "status": "serving",
+        "url": f"http://{args.host}:{args.port}",
+        "store": settings.store_url,
+        "workers": args.workers,
+    }
+    if admin_key:
+        out["admin_user"] = "admin"
+        out["admin_key"] = admin_key
+        out["note"] = "This admin key is shown once; store it now."
+    _emit(out)
+    kwargs: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "factory": True,
+        "log_level": "warning",
+        "access_log": False,
+        "timeout_keep_alive": 75,
+    }
+    try:
+        import uvloop  # noqa: F401
+
+        kwargs["loop"] = "uvloop"
+    except ImportError:
+        pass
+    try:
+        import httptools  # noqa: F401
+
+        kwargs["http"] = "httptools"
+    except ImportError:
+        pass
+    uvicorn.run("llm_gateway.http.server:app_factory", **kwargs)
+    return 0
+
+
+def cmd_store_init(args: argparse.Namespace) -> int:
+    from .config import get_settings
+
+    store = _store()
+    store.init()
+    _emit({"status": "ok", "store": get_settings().store_url})
+    return 0
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    from .store import AlreadyExists
+    from .views import user_view
+
+    store = _store()
+    try:
+        user = accounts.create_user(
+            store, args.user_id, tier=args.tier, balance=_money(args.balance, "--balance"),
+            membership_days=args.membership_days,
+        )
+    except AlreadyExists:
+        return _fail(f"user '{args.user_id}' already exists")
+    _emit(user_view(user, _currency()))
+    return 0
+
+
+def _get_user(store, user_id: str):
+    user = store.get_user(user_id)
+    if user is None:
+        raise LookupError(f"no user '{user_id}'")
+    return user
+
+
+def cmd_users_show(args: argparse.Namespace) -> int:
+    from .views import user_view
+
+    _emit(user_view(_get_user(_store(), args.user_id), _currency()))
+    return 0
+
+
+def cmd_users_topup(args: argparse.Namespace) -> int:
+    from .views import user_view
+
+    amount = _money(args.amount, "amount")
+    store = _store()
+    _get_user(store, args.user_id)
+    _emit(user_view(store.add_balance(args.user_id, amount), _currency()))
+    return 0
+
+
+def cmd_users_set_tier(args: argparse.Namespace) -> int:
+    from .views import user_view
+
+    store = _store()
+    _get_user(store, args.user_id)
+    fields: dict[str, Any] = {"tier": accounts.check_tier(args.tier)}
+    if args.membership_days is not None:
+        fields["membership_expire_at"] = time.time() + args.membership_days * accounts.DAY
+    _emit(user_view(store.update_user(args.user_id, **fields), _currency()))
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from .views import key_view
+
+    store = _store()
+    _get_user(store, args.user_id)
+    expires = None
+    if args.expires:
+        try:
+            expires = parse_iso(args.expires)
+        except ValueError:
+            raise UsageError(f"--expires: not an ISO-8601 time: {args.expires}") from None
+    key, full = accounts.issue_key(
+        store, args.user_id,
+        permissions=accounts.parse_permissions(args.models),
+        is_admin=args.admin,
+        remark=args.remark or "",
+        rpm=args.rpm,
+        max_fee=_money(args.max_fee, "--max-fee") if args.max_fee is not None else None,
+        expired_at=expires,
+    )
+    _emit(key_view(key, full))
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from .views import key_view
+
+    store = _store()
+    _get_user(store, args.user_id)
+    _emit({"user_id": args.user_id, "keys": [key_view(k) for k in store.list_keys(args.user_id)]})
+    return 0
+
+
+def cmd_keys_disable(args: argparse.Namespace) -> int:
+    from .store import NotFound
+    from .views import key_view
+
+    try:
+        key = _store().update_key(args.key_id, is_disabled=True)
+    except NotFound:
+        return _fail(f"no key '{args.key_id}'")
+    _emit(key_view(key))
+    return 0
+
+
+def cmd_keys_delete(args: argparse.Namespace) -> int:
+    from .store import NotFound
+
+    try:
+        _store().delete_key(args.key_id)
+    except NotFound:
+        return _fail(f"no key '{args.key_id}'")
+    _emit({"deleted": args.key_id})
+    return 0
+
+
+def _catalog_views(catalog) -> dict[str, Any]:
+    from .catalog import PRICE_FIELDS
+
+    models = {}
+    for name, spec in sorted(catalog.models.items()):
+        prices = {f: format_micros(getattr(spec.prices, f)) for f in PRICE_FIELDS}
+        models[name] = {
+            "provider": spec.provider,
+            "upstream_model": spec.upstream_model,
+            "max_input_tokens": spec.max_input_tokens,
+            "max_output_tokens": spec.max_output_tokens,
+            **prices,
+            "rpm": {t: catalog.rpm(spec, t) for t in catalog.tiers},
+            "serialize_messages": spec.serialize_messages,
+            "price_source": spec.price_source,
+        }
+    tiers = {t: {"rpm": s.rpm, "multiplier": str(float(s.multiplier)) if s.multiplier.denominator != 1
+                 else str(s.multiplier.numerator)} for t, s in catalog.tiers.items()}
+    return {"currency": catalog.currency, "models": models, "tiers": tiers}
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from .catalog import Catalog, default_catalog
+
+    store = _store()
+    _emit(_catalog_views(Catalog(default_catalog(), store.get_catalog_overrides())))
+    return 0
+
+
+def cmd_models_set(args: argparse.Namespace) -> int:
+    from .catalog import Catalog, default_catalog
+
+    fields: dict[str, Any] = {}
+    if args.provider:
+        if args.provider not in ("openai", "anthropic", "azure", "mock"):
+            raise UsageError(f"--provider: unknown provider '{args.provider}'")
+        fields["provider"] = args.provider
+    if args.upstream_model:
+        fields["upstream_model"] = args.upstream_model
+    for name in ("input", "output", "cache_read", "cache_write", "per_request"):
+        value = getattr(args, name)
+        if value is not None:
+            _money(value, "--" + name.replace("_", "-"))
+            fields[name] = value
+    if args.max_input_tokens is not None:
+        fields["max_input_tokens"] = args.max_input_tokens
+    if args.max_output_tokens is not None:
+        fields["max_output_tokens"] = args.max_output_tokens
+    if args.rpm:
+        rpm = {}
+        for item in args.rpm:
+            tier, _, n = item.partition("=")
+            if tier not in ("regular", "vip", "premium") or not n.isdigit() or int(n) < 1:
+                raise UsageError(f"--rpm: expected TIER=N with a tier of regular, vip, premium: {item}")
+            rpm[tier] = int(n)
+        fields["rpm"] = rpm
+    store = _store()
+    catalog = Catalog(default_catalog(), store.get_catalog_overrides())
+    if args.model not in catalog.models and "provider" not in fields:
+        raise UsageError(f"model '{args.model}' is new: give its --provider")
+    store.set_model_override(args.model, fields)
+    after = _catalog_views(Catalog(default_catalog(), store.get_catalog_overrides()))
+    _emit({"model": args.model, **after["models"][args.model]})
+    return 0
+
+
+def cmd_tiers_set(args: argparse.Namespace) -> int:
+    from fractions import Fraction
+    from .catalog import Catalog, default_catalog
+
+    fields: dict[str, Any] = {}
+    accounts.check_tier(args.tier)
+    if args.rpm is not None:
+        if args.rpm < 1:
+            raise UsageError("--rpm must be at least 1")
+        fields["rpm"] = args.rpm
+    if args.multiplier is not None:
+        try:
+            m = Fraction(args.multiplier)
+        except (ValueError, ZeroDivisionError):
+            raise UsageError(f"--multiplier: not a number: {args.multiplier}") from None
+        if m <= 0:
+            raise UsageError("--multiplier must be positive")
+        fields["multiplier"] = args.multiplier
+    store = _store()
+    store.set_tier_override(args.tier, fields)
+    after = _catalog_views(Catalog(default_catalog(), store.get_catalog_overrides()))
+    _emit({"tier": args.tier, **after["tiers"][args.tier]})
+    return 0
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    from .views import usage_view
+
+    store = _store()
+    _get_user(store, args.user_id)
+    since = None
+    if args.since:
+        try:
+            since = parse_iso(args.since)
+        except ValueError:
+            raise UsageError(f"--since: not an ISO-8601 time: {args.since}") from None
+    page = store.list_usage(args.user_id, since=since, model=args.model, limit=args.limit)
+    _emit({
+        "user_id": args.user_id,
+        "total": page.total,
+        "sum": {"cost": format_micros(page.cost), "input_tokens": page.input_tokens,
+                "output_tokens": page.output_tokens, "requests": page.requests},
+        "records": [usage_view(r) for r in page.records],
+    })
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="llm-gateway", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("serve", help="run the gateway")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1)
+    s.set_defaults(func=cmd_serve)
+
+    st = sub.add_parser("store").add_subparsers(dest="store_command", required=True, parser_class=_Parser)
+    st.add_parser("init").set_defaults(func=cmd_store_init)
+
+    u = sub.add_parser("users").add_subparsers(dest="users_command", required=True, parser_class=_Parser)
+    uc = u.add_parser("create")
+    uc.add_argument("user_id")
+    uc.add_argument("--tier", default="regular", choices=["regular", "vip", "premium"])
+    uc.add_argument("--balance", default="0")
+    uc.add_argument("--membership-days", type=float)
+    uc.set_defaults(func=cmd_users_create)
+    us = u.add_parser("show")
+    us.add_argument("user_id")
+    us.set_defaults(func=cmd_users_show)
+    ut = u.add_parser("topup")
+    ut.add_argument("user_id")
+    ut.add_argument("amount")
+    ut.set_defaults(func=cmd_users_topup)
+    uset = u.add_parser("set-tier")
+    uset.add_argument("user_id")
+    uset.add_argument("tier", choices=["regular", "vip", "premium"])
+    uset.add_argument("--membership-days", type=float)
+    uset.set_defaults(func=cmd_users_set_tier)
+
+    k = sub.add_parser("keys").add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    kc = k.add_parser("create")
+    kc.add_argument("user_id")
+    kc.add_argument("--models")
+    kc.add_argument("--admin", action="store_true")
+    kc.add_argument("--remark")
+    kc.add_argument("--rpm", type=int)
+    kc.add_argument("--max-fee")
+    kc.add_argument("--expires")
+    kc.set_defaults(func=cmd_keys_create)
+    kl = k.add_parser("list")
+    kl.add_argument("user_id")
+    kl.set_defaults(func=cmd_keys_list)
+    kd = k.add_parser("disable")
+    kd.add_argument("key_id")
+    kd.set_defaults(func=cmd_keys_disable)
+    kx = k.add_parser("delete")
+    kx.add_argument("key_id")
+    kx.set_defaults(func=cmd_keys_delete)
+
+    m = sub.add_parser("models").add_subparsers(dest="models_command", required=True, parser_class=_Parser)
+    m.add_parser("list").set_defaults(func=cmd_models_list)
+    ms = m.add_parser("set")
+    ms.add_argument("model")
+    ms.add_argument("--provider")
+    ms.add_argument("--upstream-model")
+    ms.add_argument("--input")
+    ms.add_argument("--output")
+    ms.add_argument("--cache-read")
+    ms.add_argument("--cache-write")
+    ms.add_argument("--per-request")
+    ms.add_argument("--max-input-tokens", type=int)
+    ms.add_argument("--max-output-tokens", type=int)
+    ms.add_argument("--rpm", nargs="+", metavar="TIER=N")
+    ms.set_defaults(func=cmd_models_set)
+
+    t = sub.add_parser("tiers").add_subparsers(dest="tiers_command", required=True, parser_class=_Parser)
+    ts = t.add_parser("set")
+    ts.add_argument("tier", choices=["regular", "vip", "premium"])
+    ts.add_argument("--rpm", type=int)
+    ts.add_argument("--multiplier")
+    ts.set_defaults(func=cmd_tiers_set)
+
+    us2 = sub.add_parser("usage")
+    us2.add_argument("user_id")
+    us2.add_argument("--since")
+    us2.add_argument("--model")
+    us2.add_argument("--limit", type=int, default=20)
+    us2.set_defaults(func=cmd_usage)
+    return p
+
+
+def _fail(message: str, code: int = EXIT_FAILURE) -> int:
+    _emit({"error": message})
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except accounts.AccountError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except LookupError as exc:
+        return _fail(str(exc.args[0] if exc.args else exc))
+    except Exception as exc:  # noqa: BLE001 - one JSON error line, never a traceback
+        return _fail(f"{type(exc).__name__}: {exc}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The HTTP surface: one router per endpoint family, shared middleware, errors and body parsing."""

@@ -1,0 +1,126 @@
+"""The app factory: the same routers serve one machine (all families) or one Lambda family each."""
+
+from __future__ import annotations
+
+import importlib
+from contextlib import asynccontextmanager
+from typing import Iterable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import logs
+from ..errors import GatewayError
+from ..runtime import Runtime
+from .family import family_for_path
+from .middleware import GatewayMiddleware
+from .responses import error_response
+
+# family name -> module holding its `router`. Lambda functions mount one family each.
+FAMILIES: dict[str, str] = {
+    "chat": "llm_gateway.http.chat",
+    "messages": "llm_gateway.http.messages",
+    "models": "llm_gateway.http.models",
+    "management": "llm_gateway.http.management",
+}
+
+
+def _available(names: Iterable[str]) -> list[str]:
+    out = []
+    for name in names:
+        try:
+            importlib.import_module(FAMILIES[name])
+        except ModuleNotFoundError as exc:
+            if exc.name != FAMILIES[name]:
+                raise
+            continue  # a family not built yet
+        out.append(name)
+    return out
+
+
+def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = None) -> FastAPI:
+    """An ASGI app serving `families` (default: every family) over one shared runtime."""
+    rt = runtime or Runtime.build()
+    logs.configure(rt.settings.log_level)
+    names = _available(families if families is not None else FAMILIES)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await rt.providers.aclose()
+
+    app = FastAPI(
+        title="llm-gateway", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
+    app.state.runtime = rt
+    app.state.families = names
+
+    from .health import router as health_router
+
+    app.include_router(health_router)
+    for name in names:
+        app.include_router(importlib.import_module(FAMILIES[name]).router)
+
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(request: Request, exc: GatewayError):
+        return error_response(exc, family_for_path(request.url.path))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+        message = "Unknown route." if exc.status_code == 404 else str(exc.detail)
+        err = GatewayError(kind, f"{message} ({request.method} {request.url.path})", status=exc.status_code)
+        return error_response(err, family_for_path(request.url.path))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        err = GatewayError("invalid_request", f"Invalid parameter '{loc}': {first.get('msg', 'invalid')}.", param=loc)
+        return error_response(err, family_for_path(request.url.path))
+
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(rt.settings.cors_origins),
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["x-request-id", "x-gateway-overhead-ms", "retry-after"],
+        max_age=600,
+    )
+    app.add_middleware(GuardMiddleware)
+    app.add_middleware(GatewayMiddleware, max_body_bytes=rt.settings.max_body_bytes)
+    return app
+
+
+class GuardMiddleware:
+    """Turns an unexpected fault into a generic 500 in the caller's family, never a stack trace.
+
+    It sits inside GatewayMiddleware so the 500 carries the request id, which the log line shares.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = [False]
+
+        async def tracking_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                started[0] = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            request_id = scope["state"]["request_id"]
+            logs.log("unhandled error", level=40, exc_info=True, request_id=request_id)
+            if started[0]:
+                return
+            err = GatewayError("internal", f"Internal error; quote request id {request_id} when reporting it.")
+            await error_response(err, family_for_path(scope.get("path", "")), request_id)(scope, receive, send)

@@ -1,0 +1,78 @@
+"""The outermost layer of every app: request id, body-size gate, timing and the request log line.
+
+Pure ASGI (no BaseHTTPMiddleware) so streaming responses pass through untouched, chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import logs
+from ..errors import GatewayError
+from .family import family_for_path
+from .responses import error_response
+
+
+class GatewayMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = "req_" + uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["t0"] = start
+        state["upstream_s"] = 0.0
+        info: dict = {}
+        state["log"] = info
+        status_box = [0]
+        rid = request_id.encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                    headers.append((b"x-request-id", rid))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        path = scope.get("path", "")
+        try:
+            length = _content_length(scope)
+            if length is not None and length > self.max_body_bytes:
+                err = GatewayError(
+                    "request_too_large",
+                    f"Request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes.",
+                )
+                await error_response(err, family_for_path(path), request_id)(scope, receive, send_with_id)
+                return
+            await self.app(scope, receive, send_with_id)
+        finally:
+            logs.log(
+                "request",
+                request_id=request_id,
+                method=scope.get("method"),
+                path=path,
+                status=status_box[0] or 499,
+                ms=logs.now_ms(start),
+                **info,
+            )
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

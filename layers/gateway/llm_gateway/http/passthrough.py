@@ -1,0 +1,82 @@
+"""Plans for a route whose client family is the upstream's own: forward, observe usage, relay.
+
+The client's body is forwarded whole (unknown fields included); the gateway only swaps in the
+upstream model id and, on streams, asks for usage, then hides the usage it asked for when the
+client did not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..billing.usage import Usage, from_openai
+from ..errors import GatewayError
+from ..providers.base import Event
+from ..providers.openai import prepare_body
+from .sse import OPENAI_DONE, openai_error_events, openai_event
+
+
+def _openai_text(choices: Any, legacy: bool) -> str:
+    parts: list[str] = []
+    for choice in choices or ():
+        if not isinstance(choice, dict):
+            continue
+        if legacy:
+            parts.append(str(choice.get("text") or ""))
+            continue
+        message = choice.get("message") or choice.get("delta") or {}
+        if isinstance(message, dict):
+            content = message.get("content")
+            if isinstance(content, str):
+                parts.append(content)
+            for call in message.get("tool_calls") or ():
+                fn = (call or {}).get("function") or {}
+                parts.append(str(fn.get("arguments") or ""))
+    return "".join(parts)
+
+
+class OpenAIStreamRelay:
+    def __init__(self, client_wants_usage: bool, legacy: bool) -> None:
+        self.client_wants_usage = client_wants_usage
+        self.legacy = legacy
+        self.usage: Usage | None = None
+        self.texts: list[str] = []
+
+    def feed(self, event: Event) -> list[bytes]:
+        usage = event.get("usage")
+        if usage:
+            self.usage = from_openai(usage)
+        choices = event.get("choices")
+        if choices:
+            text = _openai_text(choices, self.legacy)
+            if text:
+                self.texts.append(text)
+        if not self.client_wants_usage:
+            if usage and not choices:
+                return []
+            event.pop("usage", None)
+        return [openai_event(event)]
+
+    def finish(self) -> list[bytes]:
+        return [OPENAI_DONE]
+
+    def fail(self, err: GatewayError) -> list[bytes]:
+        return openai_error_events(err)
+
+
+class OpenAIPassthrough:
+    """An OpenAI-family route (chat or legacy completions) served by an OpenAI-wire upstream."""
+
+    def __init__(self, body: dict[str, Any], upstream_model: str, stream: bool, *, legacy: bool = False) -> None:
+        self.path = "/completions" if legacy else "/chat/completions"
+        self.legacy = legacy
+        options = body.get("stream_options")
+        self.client_wants_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+        self.body = prepare_body(body, upstream_model, stream)
+        self.headers = None
+
+    def reply(self, data: dict[str, Any]) -> tuple[dict[str, Any], Usage | None, str]:
+        return data, from_openai(data.get("usage")), _openai_text(data.get("choices"), self.legacy)
+
+    def translator(self) -> OpenAIStreamRelay:
+        return OpenAIStreamRelay(self.client_wants_usage, self.legacy)

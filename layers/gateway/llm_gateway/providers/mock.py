@@ -1,0 +1,138 @@
+"""The built-in mock provider: deterministic OpenAI-shaped answers, real streaming, real usage.
+
+It lets a fresh install work end to end with no account anywhere, and gives tests and benchmarks a
+provider that costs nothing. It speaks the OpenAI wire format (chat and legacy completions), so the
+gateway's translation serves it on the Anthropic routes exactly as it serves any OpenAI model.
+A model name containing `slow` waits 50 ms between chunks (for tests of disconnects and timing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+from .. import tokens
+from .base import Event, EventStream
+
+ENCODING = "o200k_base"
+
+
+def _last_user_text(messages: Any) -> str:
+    if not isinstance(messages, list):
+        return ""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(
+                    str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
+                )
+    return ""
+
+
+def reply_text(prompt: str) -> str:
+    """The mock's deterministic answer to a prompt."""
+    snippet = " ".join(prompt.split()[:24])
+    return f"This is a mock response to: {snippet}" if snippet else "This is a mock response."
+
+
+class MockProvider:
+    name = "mock"
+    family = "openai"
+
+    def require_configured(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    def _answer(self, path: str, body: dict[str, Any]) -> tuple[list[str], str, int]:
+        if path == "/completions":
+            prompt = body.get("prompt")
+            prompt_text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt or []))
+            input_tokens = tokens.count_text(prompt_text, ENCODING)
+            text = reply_text(prompt_text)
+        else:
+            messages = body.get("messages") or []
+            input_tokens = tokens.count_messages(messages, ENCODING, tools=body.get("tools"))
+            text = reply_text(_last_user_text(messages))
+        enc = tokens.encoding(ENCODING)
+        ids = enc.encode_ordinary(text)
+        cap = body.get("max_completion_tokens") or body.get("max_tokens")
+        finish = "stop"
+        if isinstance(cap, int) and 0 < cap < len(ids):
+            ids = ids[:cap]
+            finish = "length"
+        pieces = [enc.decode([i]) for i in ids]
+        return pieces, finish, input_tokens
+
+    async def send(
+        self, path: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        pieces, finish, input_tokens = self._answer(path, body)
+        text = "".join(pieces)
+        usage = {"prompt_tokens": input_tokens, "completion_tokens": len(pieces),
+                 "total_tokens": input_tokens + len(pieces)}
+        created = int(time.time())
+        if path == "/completions":
+            return {
+                "id": "cmpl-mock" + uuid.uuid4().hex[:20], "object": "text_completion", "created": created,
+                "model": model, "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+                "usage": usage,
+            }
+        return {
+            "id": "chatcmpl-mock" + uuid.uuid4().hex[:20], "object": "chat.completion", "created": created,
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                         "logprobs": None, "finish_reason": finish}],
+            "usage": usage, "system_fingerprint": "fp_mock",
+        }
+
+    async def stream(
+        self, path: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
+    ) -> EventStream:
+        pieces, finish, input_tokens = self._answer(path, body)
+        delay = 0.05 if "slow" in model else 0.0
+        events = self._events(path, model, pieces, finish, input_tokens, delay)
+        first = await anext(events)
+        return EventStream(first, events, events.aclose)
+
+    async def _events(
+        self, path: str, model: str, pieces: list[str], finish: str, input_tokens: int, delay: float
+    ) -> AsyncIterator[Event]:
+        created = int(time.time())
+        legacy = path == "/completions"
+        ident = ("cmpl-mock" if legacy else "chatcmpl-mock") + uuid.uuid4().hex[:20]
+        obj = "text_completion" if legacy else "chat.completion.chunk"
+
+        def chunk(choice: dict[str, Any] | None, usage: dict[str, Any] | None = None) -> Event:
+            event: Event = {"id": ident, "object": obj, "created": created, "model": model,
+                            "choices": [choice] if choice else []}
+            if not legacy:
+                event["system_fingerprint"] = "fp_mock"
+            if usage is not None:
+                event["usage"] = usage
+            return event
+
+        if not legacy:
+            yield chunk({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                         "finish_reason": None})
+        for piece in pieces:
+            if delay:
+                await asyncio.sleep(delay)
+            else:
+                await asyncio.sleep(0)
+            if legacy:
+                yield chunk({"index": 0, "text": piece, "logprobs": None, "finish_reason": None})
+            else:
+                yield chunk({"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None})
+        if legacy:
+            yield chunk({"index": 0, "text": "", "logprobs": None, "finish_reason": finish})
+        else:
+            yield chunk({"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish})
+        yield chunk(None, {"prompt_tokens": input_tokens, "completion_tokens": len(pieces),
+                           "total_tokens": input_tokens + len(pieces)})

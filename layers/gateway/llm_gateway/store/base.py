@@ -1,0 +1,174 @@
+"""The Store protocol: the gateway's persistent state, shaped by its access patterns.
+
+Every adapter (SQLite for one machine, DynamoDB on AWS) gives the same guarantees, proven by one
+contract test suite (tests/contract):
+- `admit` is one atomic step: the rate-limit hits and the funds reservation succeed together or not
+  at all, so a refused request neither counts against a limit nor holds money;
+- `settle` is exactly once per request id: the usage record and the balance change are written
+  together, and a replay changes nothing;
+- a user's balance goes below zero only when an actual cost exceeds its reservation.
+Records are plain dataclasses; times are epoch seconds (float) and money is integer micros.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+TIERS = ("regular", "vip", "premium")
+
+
+@dataclass
+class User:
+    user_id: str
+    tier: str = "regular"
+    balance: int = 0  # micros; reservations in flight are already taken out
+    membership_expire_at: float | None = None
+    created_at: float = 0.0
+    key_count: int = 0
+
+    def effective_tier(self, now: float) -> str:
+        if self.membership_expire_at is None or self.membership_expire_at > now:
+            return self.tier
+        return "regular"
+
+
+@dataclass
+class Key:
+    key_id: str
+    key_hash: str
+    user_id: str
+    key_hint: str  # first 8 and last 4 characters, the only part of the key ever shown again
+    remark: str = ""
+    permissions: list[str] = field(default_factory=list)
+    rpm: int | None = None
+    is_admin: bool = False
+    is_disabled: bool = False
+    created_at: float = 0.0
+    used_at: float | None = None
+    expired_at: float | None = None
+    used_times: int = 0
+    used_fee: int = 0  # micros settled
+    held: int = 0  # micros reserved by requests in flight
+    max_fee: int | None = None
+
+    def fee_remaining(self) -> int | None:
+        if self.max_fee is None:
+            return None
+        return self.max_fee - self.used_fee - self.held
+
+
+@dataclass(frozen=True)
+class Counter:
+    """One rate-limit counter: at most `limit` hits in a window opened by the first admitted hit."""
+
+    counter_id: str
+    limit: int
+    window: float = 60.0
+
+
+@dataclass(frozen=True)
+class Admission:
+    ok: bool
+    refused: str | None = None  # "rate" | "funds_user" | "funds_key"
+    retry_after: int = 0  # whole seconds until the refusing window closes
+    counter_id: str | None = None
+
+
+@dataclass
+class UsageRecord:
+    request_id: str
+    user_id: str
+    key_id: str
+    model: str
+    created_at: float
+    route: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost: int = 0
+    reserved: int = 0
+    latency_ms: int = 0
+    status: str = "ok"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class UsagePage:
+    total: int
+    records: list[UsageRecord]
+    cost: int
+    input_tokens: int
+    output_tokens: int
+    requests: int
+
+
+class StoreError(Exception):
+    pass
+
+
+class NotFound(StoreError):
+    pass
+
+
+class AlreadyExists(StoreError):
+    pass
+
+
+class KeyCapReached(StoreError):
+    pass
+
+
+class Store(Protocol):
+    """What the gateway asks of persistent state. Adapters: store.sqlite, store.dynamodb."""
+
+    def init(self) -> None:
+        """Create tables or schema where missing. Idempotent."""
+
+    # users
+    def create_user(self, user: User) -> User: ...
+    def get_user(self, user_id: str) -> User | None: ...
+    def update_user(self, user_id: str, **fields: Any) -> User: ...
+    def add_balance(self, user_id: str, micros: int) -> User: ...
+    def count_users(self) -> int: ...
+
+    # keys
+    def create_key(self, key: Key, max_keys: int | None = None) -> Key: ...
+    def get_key_by_hash(self, key_hash: str) -> Key | None: ...
+    def get_key(self, key_id: str) -> Key | None: ...
+    def list_keys(self, user_id: str) -> list[Key]: ...
+    def update_key(self, key_id: str, **fields: Any) -> Key: ...
+    def delete_key(self, key_id: str) -> None: ...
+
+    # admission and billing
+    def admit(
+        self,
+        user_id: str,
+        key_id: str | None,
+        counters: list[Counter],
+        reserve: int,
+        now: float,
+    ) -> Admission: ...
+
+    def settle(self, record: UsageRecord) -> bool:
+        """Settle `record.reserved` to `record.cost` and store the record. False if already settled."""
+
+    def list_usage(
+        self,
+        user_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        model: str | None = None,
+        offset: int = 0,
+        limit: int = 20,
+    ) -> UsagePage: ...
+
+    # catalog overrides
+    def catalog_version(self) -> int: ...
+    def get_catalog_overrides(self) -> dict[str, dict[str, dict[str, Any]]]: ...
+    def set_model_override(self, model: str, fields: dict[str, Any]) -> None: ...
+    def set_tier_override(self, tier: str, fields: dict[str, Any]) -> None: ...

@@ -1,0 +1,398 @@
+"""SQLite adapter: the embedded store for one machine.
+
+WAL mode with `BEGIN IMMEDIATE` transactions: every write step takes the database's write lock for
+its whole read-check-write, so concurrent requests in one process (threads) and in many processes
+sharing the file see each step as atomic. One connection per thread; `busy_timeout` makes a second
+writer wait for the lock instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from .base import (
+    Admission,
+    AlreadyExists,
+    Counter,
+    Key,
+    KeyCapReached,
+    NotFound,
+    UsagePage,
+    UsageRecord,
+    User,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    user_id TEXT PRIMARY KEY,
+    tier TEXT NOT NULL,
+    balance INTEGER NOT NULL,
+    membership_expire_at REAL,
+    created_at REAL NOT NULL,
+    key_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS keys (
+    key_id TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,
+    key_hint TEXT NOT NULL,
+    remark TEXT NOT NULL DEFAULT '',
+    permissions TEXT NOT NULL DEFAULT '[]',
+    rpm INTEGER,
+    is_admin INTEGER NOT NULL DEFAULT 0,
+    is_disabled INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    used_at REAL,
+    expired_at REAL,
+    used_times INTEGER NOT NULL DEFAULT 0,
+    used_fee INTEGER NOT NULL DEFAULT 0,
+    held INTEGER NOT NULL DEFAULT 0,
+    max_fee INTEGER
+);
+CREATE INDEX IF NOT EXISTS keys_by_user ON keys(user_id, created_at);
+CREATE TABLE IF NOT EXISTS counters (
+    counter_id TEXT PRIMARY KEY,
+    window_start REAL NOT NULL,
+    hits INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS usage (
+    request_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    route TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    cost INTEGER NOT NULL,
+    reserved INTEGER NOT NULL,
+    latency_ms INTEGER NOT NULL,
+    status TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_by_user ON usage(user_id, created_at);
+CREATE TABLE IF NOT EXISTS catalog (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+_USER_FIELDS = ("tier", "balance", "membership_expire_at", "key_count")
+_KEY_FIELDS = ("remark", "permissions", "rpm", "is_admin", "is_disabled", "used_at", "expired_at", "max_fee")
+
+
+def path_from_url(url: str) -> str:
+    """`sqlite:///relative.db` or `sqlite:////absolute.db` -> a filesystem path."""
+    if not url.startswith("sqlite:///"):
+        raise ValueError(f"not a sqlite URL: {url}")
+    rest = url[len("sqlite:///"):]
+    return rest if rest.startswith("/") or rest == ":memory:" else os.path.join(os.getcwd(), rest)
+
+
+class SQLiteStore:
+    def __init__(self, url_or_path: str) -> None:
+        self.path = path_from_url(url_or_path) if url_or_path.startswith("sqlite:") else url_or_path
+        self._local = threading.local()
+        self._initialised = False
+
+    # connection handling -------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            directory = os.path.dirname(self.path)
+            if directory:
+                os.makedirs(directory, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding the write lock from its first statement."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def init(self) -> None:
+        self._conn().executescript(_SCHEMA)
+        self._initialised = True
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # users ---------------------------------------------------------------------------------
+    def create_user(self, user: User) -> User:
+        try:
+            with self._tx() as c:
+                c.execute(
+                    "INSERT INTO users (user_id, tier, balance, membership_expire_at, created_at, key_count)"
+                    " VALUES (?, ?, ?, ?, ?, 0)",
+                    (user.user_id, user.tier, user.balance, user.membership_expire_at, user.created_at),
+                )
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f"user {user.user_id} exists") from None
+        return self.get_user(user.user_id)  # type: ignore[return-value]
+
+    def get_user(self, user_id: str) -> User | None:
+        row = self._conn().execute("SELECT * FROM users WHERE user_id = ?", (user_id,)).fetchone()
+        return User(**dict(row)) if row else None
+
+    def update_user(self, user_id: str, **fields: Any) -> User:
+        _check_fields(fields, _USER_FIELDS)
+        with self._tx() as c:
+            if fields:
+                sets = ", ".join(f"{k} = ?" for k in fields)
+                cur = c.execute(f"UPDATE users SET {sets} WHERE user_id = ?", (*fields.values(), user_id))
+                if cur.rowcount == 0:
+                    raise NotFound(f"no user {user_id}")
+        user = self.get_user(user_id)
+        if user is None:
+            raise NotFound(f"no user {user_id}")
+        return user
+
+    def add_balance(self, user_id: str, micros: int) -> User:
+        with self._tx() as c:
+            cur = c.execute("UPDATE users SET balance = balance + ? WHERE user_id = ?", (micros, user_id))
+            if cur.rowcount == 0:
+                raise NotFound(f"no user {user_id}")
+        return self.get_user(user_id)  # type: ignore[return-value]
+
+    def count_users(self) -> int:
+        return self._conn().execute("SELECT COUNT(*) FROM users").fetchone()[0]
+
+    # keys ----------------------------------------------------------------------------------
+    def create_key(self, key: Key, max_keys: int | None = None) -> Key:
+        with self._tx() as c:
+            row = c.execute("SELECT key_count FROM users WHERE user_id = ?", (key.user_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no user {key.user_id}")
+            if max_keys is not None and row[0] >= max_keys:
+                raise KeyCapReached(f"user {key.user_id} already holds {row[0]} keys")
+            try:
+                c.execute(
+                    "INSERT INTO keys (key_id, key_hash, user_id, key_hint, remark, permissions, rpm, is_admin,"
+                    " is_disabled, created_at, used_at, expired_at, used_times, used_fee, held, max_fee)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, ?)",
+                    (
+                        key.key_id, key.key_hash, key.user_id, key.key_hint, key.remark,
+                        json.dumps(key.permissions), key.rpm, int(key.is_admin), int(key.is_disabled),
+                        key.created_at, key.used_at, key.expired_at, key.max_fee,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyExists("key exists") from None
+            c.execute("UPDATE users SET key_count = key_count + 1 WHERE user_id = ?", (key.user_id,))
+        return self.get_key(key.key_id)  # type: ignore[return-value]
+
+    def get_key_by_hash(self, key_hash: str) -> Key | None:
+        row = self._conn().execute("SELECT * FROM keys WHERE key_hash = ?", (key_hash,)).fetchone()
+        return _key(row) if row else None
+
+    def get_key(self, key_id: str) -> Key | None:
+        row = self._conn().execute("SELECT * FROM keys WHERE key_id = ?", (key_id,)).fetchone()
+        return _key(row) if row else None
+
+    def list_keys(self, user_id: str) -> list[Key]:
+        rows = self._conn().execute(
+            "SELECT * FROM keys WHERE user_id = ? ORDER BY created_at, key_id", (user_id,)
+        ).fetchall()
+        return [_key(r) for r in rows]
+
+    def update_key(self, key_id: str, **fields: Any) -> Key:
+        _check_fields(fields, _KEY_FIELDS)
+        values = [
+            json.dumps(v) if k == "permissions" else int(v) if k in ("is_admin", "is_disabled") else v
+            for k, v in fields.items()
+        ]
+        with self._tx() as c:
+            if fields:
+                sets = ", ".join(f"{k} = ?" for k in fields)
+                cur = c.execute(f"UPDATE keys SET {sets} WHERE key_id = ?", (*values, key_id))
+                if cur.rowcount == 0:
+                    raise NotFound(f"no key {key_id}")
+        key = self.get_key(key_id)
+        if key is None:
+            raise NotFound(f"no key {key_id}")
+        return key
+
+    def delete_key(self, key_id: str) -> None:
+        with self._tx() as c:
+            row = c.execute("SELECT user_id FROM keys WHERE key_id = ?", (key_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no key {key_id}")
+            c.execute("DELETE FROM keys WHERE key_id = ?", (key_id,))
+            c.execute("UPDATE users SET key_count = key_count - 1 WHERE user_id = ?", (row[0],))
+
+    # admission and billing -----------------------------------------------------------------
+    def admit(
+        self,
+        user_id: str,
+        key_id: str | None,
+        counters: list[Counter],
+        reserve: int,
+        now: float,
+    ) -> Admission:
+        with self._tx() as c:
+            updates: list[tuple[str, float, int]] = []
+            for counter in counters:
+                row = c.execute(
+                    "SELECT window_start, hits FROM counters WHERE counter_id = ?", (counter.counter_id,)
+                ).fetchone()
+                if row is None or now >= row[0] + counter.window:
+                    updates.append((counter.counter_id, now, 1))
+                elif row[1] < counter.limit:
+                    updates.append((counter.counter_id, row[0], row[1] + 1))
+                else:
+                    retry = max(1, math.ceil(row[0] + counter.window - now))
+                    return Admission(False, "rate", retry, counter.counter_id)
+            if reserve > 0:
+                row = c.execute("SELECT balance FROM users WHERE user_id = ?", (user_id,)).fetchone()
+                if row is None or row[0] < reserve:
+                    return Admission(False, "funds_user")
+                if key_id is not None:
+                    krow = c.execute(
+                        "SELECT max_fee, used_fee, held FROM keys WHERE key_id = ?", (key_id,)
+                    ).fetchone()
+                    if krow is not None and krow[0] is not None and krow[0] - krow[1] - krow[2] < reserve:
+                        return Admission(False, "funds_key")
+                c.execute("UPDATE users SET balance = balance - ? WHERE user_id = ?", (reserve, user_id))
+                if key_id is not None:
+                    c.execute("UPDATE keys SET held = held + ? WHERE key_id = ?", (reserve, key_id))
+            for counter_id, start, hits in updates:
+                c.execute(
+                    "INSERT INTO counters (counter_id, window_start, hits) VALUES (?, ?, ?)"
+                    " ON CONFLICT(counter_id) DO UPDATE SET window_start = excluded.window_start,"
+                    " hits = excluded.hits",
+                    (counter_id, start, hits),
+                )
+        return Admission(True)
+
+    def settle(self, record: UsageRecord) -> bool:
+        r = record
+        with self._tx() as c:
+            try:
+                c.execute(
+                    "INSERT INTO usage (request_id, user_id, key_id, model, route, created_at, input_tokens,"
+                    " output_tokens, cache_read_tokens, cache_write_tokens, cost, reserved, latency_ms, status)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        r.request_id, r.user_id, r.key_id, r.model, r.route, r.created_at, r.input_tokens,
+                        r.output_tokens, r.cache_read_tokens, r.cache_write_tokens, r.cost, r.reserved,
+                        r.latency_ms, r.status,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                return False
+            c.execute(
+                "UPDATE users SET balance = balance + ? - ? WHERE user_id = ?", (r.reserved, r.cost, r.user_id)
+            )
+            c.execute(
+                "UPDATE keys SET held = held - ?, used_fee = used_fee + ?, used_times = used_times + 1,"
+                " used_at = ? WHERE key_id = ?",
+                (r.reserved, r.cost, r.created_at, r.key_id),
+            )
+        return True
+
+    def list_usage(
+        self,
+        user_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        model: str | None = None,
+        offset: int = 0,
+        limit: int = 20,
+    ) -> UsagePage:
+        where = ["user_id = ?"]
+        args: list[Any] = [user_id]
+        if since is not None:
+            where.append("created_at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("created_at < ?")
+            args.append(until)
+        if model:
+            where.append("model = ?")
+            args.append(model)
+        clause = " AND ".join(where)
+        conn = self._conn()
+        total, cost, tin, tout = conn.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(cost), 0), COALESCE(SUM(input_tokens + cache_read_tokens"
+            f" + cache_write_tokens), 0), COALESCE(SUM(output_tokens), 0) FROM usage WHERE {clause}",
+            args,
+        ).fetchone()
+        rows = conn.execute(
+            f"SELECT * FROM usage WHERE {clause} ORDER BY created_at DESC, request_id DESC LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        ).fetchall()
+        return UsagePage(total, [UsageRecord(**dict(r)) for r in rows], cost, tin, tout, total)
+
+    # catalog overrides ---------------------------------------------------------------------
+    def catalog_version(self) -> int:
+        row = self._conn().execute("SELECT value FROM meta WHERE name = 'catalog_version'").fetchone()
+        return row[0] if row else 0
+
+    def get_catalog_overrides(self) -> dict[str, dict[str, dict[str, Any]]]:
+        out: dict[str, dict[str, dict[str, Any]]] = {"models": {}, "tiers": {}}
+        for kind, name, fields in self._conn().execute("SELECT kind, name, fields FROM catalog"):
+            out[kind][name] = json.loads(fields)
+        return out
+
+    def _set_override(self, kind: str, name: str, fields: dict[str, Any]) -> None:
+        with self._tx() as c:
+            row = c.execute("SELECT fields FROM catalog WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+            merged = {**(json.loads(row[0]) if row else {}), **fields}
+            c.execute(
+                "INSERT INTO catalog (kind, name, fields) VALUES (?, ?, ?)"
+                " ON CONFLICT(kind, name) DO UPDATE SET fields = excluded.fields",
+                (kind, name, json.dumps(merged)),
+            )
+            c.execute(
+                "INSERT INTO meta (name, value) VALUES ('catalog_version', 1)"
+                " ON CONFLICT(name) DO UPDATE SET value = value + 1"
+            )
+
+    def set_model_override(self, model: str, fields: dict[str, Any]) -> None:
+        self._set_override("models", model, fields)
+
+    def set_tier_override(self, tier: str, fields: dict[str, Any]) -> None:
+        self._set_override("tiers", tier, fields)
+
+
+def _key(row: sqlite3.Row) -> Key:
+    d = dict(row)
+    d["permissions"] = json.loads(d["permissions"])
+    d["is_admin"] = bool(d["is_admin"])
+    d["is_disabled"] = bool(d["is_disabled"])
+    return Key(**d)
+
+
+def _check_fields(fields: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = set(fields) - set(allowed)
+    if unknown:
+        raise ValueError(f"cannot update {sorted(unknown)}")

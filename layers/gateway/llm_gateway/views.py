@@ -1,0 +1,64 @@
+"""The public JSON shapes of users, keys and usage records (API.md sections 2 and 5), in one place.
+
+The CLI and the platform routes both print these, so an operator and an API client see the same
+fields with the same formats: ISO-8601 UTC times and money as decimal strings.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .money import format_micros
+from .store.base import Key, UsageRecord, User
+from .times import iso
+
+
+def key_view(key: Key, full_key: str | None = None) -> dict[str, Any]:
+    return {
+        "key_id": key.key_id,
+        "key": full_key or key.key_hint,
+        "user_id": key.user_id,
+        "remark": key.remark,
+        "permissions": list(key.permissions),
+        "rpm": key.rpm,
+        "is_admin": key.is_admin,
+        "is_disabled": key.is_disabled,
+        "created_at": iso(key.created_at),
+        "used_at": iso(key.used_at),
+        "expired_at": iso(key.expired_at),
+        "used_times": key.used_times,
+        "used_fee": format_micros(key.used_fee),
+        "max_fee": None if key.max_fee is None else format_micros(key.max_fee),
+    }
+
+
+def user_view(user: User, currency: str = "USD") -> dict[str, Any]:
+    return {
+        "user_id": user.user_id,
+        "tier": user.tier,
+        "effective_tier": user.effective_tier(time.time()),
+        "balance": format_micros(user.balance),
+        "currency": currency,
+        "membership_expire_date": iso(user.membership_expire_at),
+        "created_at": iso(user.created_at),
+        "key_count": user.key_count,
+    }
+
+
+def usage_view(record: UsageRecord) -> dict[str, Any]:
+    return {
+        "request_id": record.request_id,
+        "user_id": record.user_id,
+        "key_id": record.key_id,
+        "model": record.model,
+        "route": record.route,
+        "created_at": iso(record.created_at),
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+        "cache_read_tokens": record.cache_read_tokens,
+        "cache_write_tokens": record.cache_write_tokens,
+        "cost": format_micros(record.cost),
+        "latency_ms": record.latency_ms,
+        "status": record.status,
+    }

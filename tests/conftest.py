@@ -1,0 +1,91 @@
+"""Shared fixtures: a fake OpenAI upstream and the gateway, both on 127.0.0.1.
+
+The gateway runs in-process under uvicorn on a real port, so the official SDKs talk to it over
+HTTP exactly as a client would. One server serves the whole session; each test makes its own users,
+keys and models (unique names), so tests do not share limits, balances or prices.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "layers" / "gateway"))
+os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT / "layers" / "tiktoken"))
+
+from llm_gateway import accounts  # noqa: E402
+from llm_gateway.config import Settings  # noqa: E402
+from llm_gateway.http.app import create_app  # noqa: E402
+from llm_gateway.money import to_micros  # noqa: E402
+from llm_gateway.runtime import Runtime  # noqa: E402
+from llm_gateway.store import open_store  # noqa: E402
+from tests.fakes.openai_upstream import OPERATOR_KEY, FakeOpenAI  # noqa: E402
+from tests.fakes.server import ServerThread  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def fake_openai():
+    fake = FakeOpenAI()
+    server = ServerThread(fake.app()).start()
+    fake.url = server.url
+    yield fake
+    server.stop()
+
+
+class Gateway:
+    """The running gateway plus helpers that set up what a test needs, directly in its store."""
+
+    def __init__(self, runtime: Runtime, url: str, fake_openai: FakeOpenAI) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+        self.url = url
+        self.base_url = url + "/v1"
+        self.fake_openai = fake_openai
+
+    def user(self, balance: str = "10", tier: str = "regular", membership_days: float | None = None) -> str:
+        user_id = "u-" + uuid.uuid4().hex[:10]
+        accounts.create_user(self.store, user_id, tier=tier, balance=to_micros(balance),
+                             membership_days=membership_days)
+        return user_id
+
+    def key(self, user_id: str | None = None, **kwargs: Any) -> str:
+        user_id = user_id or self.user()
+        _, full = accounts.issue_key(self.store, user_id, **kwargs)
+        return full
+
+    def balance(self, user_id: str) -> int:
+        return self.store.get_user(user_id).balance
+
+    def model(self, *, provider: str = "openai", behavior: dict | None = None, **fields: Any) -> str:
+        """A fresh catalog model (an override) served by `provider`; prices in USD per 1M tokens."""
+        name = "t-" + uuid.uuid4().hex[:10]
+        if behavior is not None:
+            self.fake_openai.behaviors[name] = behavior
+        self.store.set_model_override(name, {"provider": provider, **fields})
+        self.runtime.catalogs.refresh()
+        return name
+
+    def forget_caches(self) -> None:
+        self.runtime.keys.forget()
+        self.runtime.catalogs.refresh()
+
+
+def gateway_settings(store_url: str, fake_url: str, **extra: Any) -> Settings:
+    env = {"OPENAI_API_KEY": OPERATOR_KEY, "OPENAI_BASE_URL": fake_url + "/v1", **extra.pop("env", {})}
+    return Settings(store_url=store_url, env=env, **extra)
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory, fake_openai):
+    db = tmp_path_factory.mktemp("store") / "gateway.db"
+    settings = gateway_settings(f"sqlite:///{db}", fake_openai.url, upstream_timeout=5.0)
+    runtime = Runtime.build(settings, open_store(settings.store_url))
+    server = ServerThread(create_app(runtime=runtime)).start()
+    yield Gateway(runtime, server.url, fake_openai)
+    server.stop()
