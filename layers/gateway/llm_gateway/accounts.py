@@ -66,6 +66,28 @@ def issue_key(
     return store.create_key(key, max_keys=max_keys), full
 
 
+class KeyNotFound(AccountError):
+    """No key of this user matches: said the same way whether the key is another user's or none at all."""
+
+    def __init__(self, param: str) -> None:
+        super().__init__("API key not found.", param)
+
+
+def own_key(store: Store, user_id: str, *, full_key: str | None = None, key_id: str | None = None) -> Key:
+    """The key of `user_id` named by its full key (looked up by hash) or its `key_id`.
+
+    Both given must name the same key. A key of another user raises exactly what a missing key
+    raises, so a caller cannot learn whether someone else's key exists.
+    """
+    if full_key is not None:
+        key, param = store.get_key_by_hash(hash_key(full_key)), "key"
+    else:
+        key, param = (store.get_key(key_id) if key_id is not None else None), "key_id"
+    if key is None or key.user_id != user_id or (key_id is not None and key.key_id != key_id):
+        raise KeyNotFound(param)
+    return key
+
+
 def parse_permissions(value: Any) -> list[str]:
     """A JSON array or a comma-separated list of model names (a trailing `*` matches a prefix)."""
     if value is None or value == "":

@@ -7,10 +7,13 @@ fields with the same formats: ISO-8601 UTC times and money as decimal strings.
 from __future__ import annotations
 
 import time
+from fractions import Fraction
 from typing import Any
 
+from .billing.cost import scaled_price
+from .catalog import PRICE_FIELDS, ModelSpec
 from .money import format_micros
-from .store.base import Key, UsageRecord, User
+from .store.base import Key, UsagePage, UsageRecord, User
 from .times import iso
 
 
@@ -62,3 +65,36 @@ def usage_view(record: UsageRecord) -> dict[str, Any]:
         "latency_ms": record.latency_ms,
         "status": record.status,
     }
+
+
+def usage_page_view(page: UsagePage) -> dict[str, Any]:
+    """One page of usage records, newest first, with the sums over every record the filter matched."""
+    return {
+        "total": page.total,
+        "records": [usage_view(r) for r in page.records],
+        "sum": {
+            "cost": format_micros(page.cost),
+            "input_tokens": page.input_tokens,
+            "output_tokens": page.output_tokens,
+            "requests": page.requests,
+        },
+    }
+
+
+def balance_view(user: User, currency: str) -> dict[str, Any]:
+    # No daily free credit exists; OhMyGPT clients still read the field.
+    return {"balance": format_micros(user.balance), "free_balance": "0", "currency": currency}
+
+
+def membership_view(user: User, now: float | None = None) -> dict[str, Any]:
+    return {
+        "membership_expire_date": iso(user.membership_expire_at),
+        "tier": user.tier,
+        "effective_tier": user.effective_tier(time.time() if now is None else now),
+    }
+
+
+def rate_view(spec: ModelSpec, multiplier: Fraction) -> dict[str, Any]:
+    """A model's prices as one tier pays them: per 1M tokens, and per request."""
+    prices = {f: format_micros(scaled_price(getattr(spec.prices, f), multiplier)) for f in PRICE_FIELDS}
+    return {**prices, "provider": spec.provider}

@@ -24,10 +24,19 @@ def cost_micros(prices: Prices, usage: Usage, multiplier: Fraction = Fraction(1)
         + usage.output_tokens * prices.output
         + prices.per_request * _PER_MILLION
     )
-    exact = Fraction(numerator, _PER_MILLION) * multiplier
-    return -((-exact.numerator) // exact.denominator)  # ceiling without floats
+    return _ceil(Fraction(numerator, _PER_MILLION) * multiplier)
+
+
+def scaled_price(micros: int, multiplier: Fraction) -> int:
+    """A catalog price as a tier pays it (shown by the model-rates route), rounded up like a cost."""
+    return _ceil(micros * multiplier)
 
 
 def estimate_micros(prices: Prices, input_tokens: int, max_output_tokens: int, multiplier: Fraction) -> int:
     """What admission reserves: the input as counted, and the whole output allowance."""
     return cost_micros(prices, Usage(input_tokens=input_tokens, output_tokens=max_output_tokens), multiplier)
+
+
+def _ceil(exact: Fraction) -> int:
+    """The one rounding rule: up to the micro, without floats."""
+    return -((-exact.numerator) // exact.denominator)

@@ -6,12 +6,15 @@ messages without writing its own.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 
 from ..errors import GatewayError, invalid
+from ..money import MoneyError, to_micros
+from ..times import parse_iso
 
 _MISSING = object()
 
@@ -108,7 +111,9 @@ def loose_bool(body: dict[str, Any], name: str, default: bool = False) -> bool:
     raise invalid(f"Invalid type for '{name}': expected a boolean.", name)
 
 
-def loose_int(body: dict[str, Any], name: str, *, minimum: int | None = None) -> int | None:
+def loose_int(
+    body: dict[str, Any], name: str, *, minimum: int | None = None, maximum: int | None = None
+) -> int | None:
     """An integer that form bodies send as text."""
     value = body.get(name)
     if value is None or value == "":
@@ -124,4 +129,55 @@ def loose_int(body: dict[str, Any], name: str, *, minimum: int | None = None) ->
         raise invalid(f"Invalid type for '{name}': expected an integer.", name)
     if minimum is not None and value < minimum:
         raise invalid(f"Invalid value for '{name}': must be at least {minimum}.", name)
+    if maximum is not None and value > maximum:
+        raise invalid(f"Invalid value for '{name}': must be at most {maximum}.", name)
     return value
+
+
+def loose_money(body: dict[str, Any], name: str) -> int | None:
+    """A non-negative amount of currency as integer micros: a decimal string ("0.25") or a JSON number.
+
+    JSON numbers arrive as floats; their shortest decimal form is what the client wrote, so it is
+    read exactly, and more than six decimals is refused rather than rounded.
+    """
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise invalid(f"Invalid type for '{name}': expected a decimal amount such as \"5\" or \"0.25\".", name)
+    try:
+        micros = to_micros(repr(value) if isinstance(value, float) else value)
+    except MoneyError:
+        raise invalid(
+            f"Invalid value for '{name}': expected a decimal amount with at most 6 decimals.", name
+        ) from None
+    if micros < 0:
+        raise invalid(f"Invalid value for '{name}': must not be negative.", name)
+    return micros
+
+
+def loose_time(body: dict[str, Any], name: str) -> float | None:
+    """A point in time as epoch seconds: ISO-8601 (naive means UTC), or epoch seconds as a number.
+
+    A number too large to be seconds (past the year 5000) is read as epoch milliseconds, which
+    JavaScript clients send.
+    """
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise invalid(f"Invalid type for '{name}': expected an ISO-8601 time.", name)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            try:
+                return parse_iso(text)
+            except ValueError:
+                raise invalid(
+                    f"Invalid value for '{name}': expected an ISO-8601 time such as 2030-01-31T00:00:00Z.", name
+                ) from None
+    if not math.isfinite(value) or value < 0:
+        raise invalid(f"Invalid value for '{name}': expected an ISO-8601 time.", name)
+    return value / 1000 if value > 1e11 else float(value)

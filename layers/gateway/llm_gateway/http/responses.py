@@ -19,6 +19,11 @@ class JSON(Response):
         return orjson.dumps(content)
 
 
+def platform_ok(data: Any, message: str = "success") -> Response:
+    """A platform route's success (API.md section 1): `{statusCode: 200, message, data}`."""
+    return JSON({"statusCode": 200, "message": message, "data": data})
+
+
 def error_response(err: GatewayError, family: Family, request_id: str | None = None) -> Response:
     headers = dict(err.headers)
     if request_id:
