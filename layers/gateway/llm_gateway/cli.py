@@ -317,7 +317,7 @@ def cmd_tiers_set(args: argparse.Namespace) -> int:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    from .views import usage_view
+    from .views import usage_page_view
 
     store = _store()
     _get_user(store, args.user_id)
@@ -328,13 +328,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError(f"--since: not an ISO-8601 time: {args.since}") from None
     page = store.list_usage(args.user_id, since=since, model=args.model, limit=args.limit)
-    _emit({
-        "user_id": args.user_id,
-        "total": page.total,
-        "sum": {"cost": format_micros(page.cost), "input_tokens": page.input_tokens,
-                "output_tokens": page.output_tokens, "requests": page.requests},
-        "records": [usage_view(r) for r in page.records],
-    })
+    _emit({"user_id": args.user_id, **usage_page_view(page)})
     return 0
 
 
