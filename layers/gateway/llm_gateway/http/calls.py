@@ -130,28 +130,36 @@ async def _pump(
     encoding: str,
     info: dict[str, Any],
 ) -> AsyncIterator[bytes]:
-    status = "client_closed"
-    try:
-        async for event in events:
-            for chunk in translator.feed(event):
-                yield chunk
-        status = "ok"
-        for chunk in translator.finish():
-            yield chunk
-    except GatewayError as err:
-        status = "upstream_error"
-        info["status_detail"] = err.kind
-        for chunk in translator.fail(err):
-            yield chunk
-    finally:
-        # Settle before anything that awaits: when the client has left, this runs under cancellation.
-        usage = translator.usage if status == "ok" and translator.usage is not None else _fallback_usage(
-            input_tokens, translator.usage, translator.texts, encoding
+    def settle_as(status: str) -> None:
+        reported = translator.usage
+        usage = reported if status == "ok" and reported is not None else _fallback_usage(
+            input_tokens, reported, translator.texts, encoding
         )
         record = settle(rt.store, ticket, usage, status=status)
         if record is not None:
             info["cost"] = record.cost
             info["stream_status"] = status
+
+    try:
+        try:
+            async for event in events:
+                for chunk in translator.feed(event):
+                    yield chunk
+        except GatewayError as err:
+            # Settled before the closing events go out, so a client that has read the end of the
+            # stream already sees its balance charged.
+            info["status_detail"] = err.kind
+            settle_as("upstream_error")
+            tail = translator.fail(err)
+        else:
+            settle_as("ok")
+            tail = translator.finish()
+        for chunk in tail:
+            yield chunk
+    finally:
+        # A client that left mid-stream: settle for what was produced. This runs under
+        # cancellation, so it happens before anything that awaits.
+        settle_as("client_closed")
         try:
             await asyncio.shield(events.aclose())
         except BaseException:  # noqa: BLE001 - closing a dead upstream must not mask the outcome

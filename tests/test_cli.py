@@ -1,0 +1,162 @@
+"""The operator command: one JSON object per command, exit codes, and live effect on a server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from tests.served import gateway_env, serve
+
+
+@pytest.fixture
+def cli(tmp_path):
+    env = gateway_env(tmp_path)
+
+    def run(*args: str) -> tuple[int, dict]:
+        done = subprocess.run([sys.executable, "-m", "llm_gateway.cli", *args], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+        lines = done.stdout.strip().splitlines()
+        assert len(lines) == 1, done.stdout + done.stderr
+        return done.returncode, json.loads(lines[0])
+
+    return run
+
+
+def test_users_lifecycle(cli):
+    rc, user = cli("users", "create", "alice", "--tier", "vip", "--balance", "12.5", "--membership-days", "30")
+    assert rc == 0
+    assert user["user_id"] == "alice" and user["tier"] == "vip" and user["effective_tier"] == "vip"
+    assert user["balance"] == "12.5" and user["membership_expire_date"].endswith("Z")
+    assert cli("users", "topup", "alice", "0.000001")[1]["balance"] == "12.500001"
+    rc, shown = cli("users", "set-tier", "alice", "premium", "--membership-days", "-1")
+    assert rc == 0 and shown["tier"] == "premium" and shown["effective_tier"] == "regular"
+    assert cli("users", "show", "alice")[1]["balance"] == "12.500001"
+
+
+def test_failures_exit_non_zero_with_an_error_object(cli):
+    assert cli("users", "show", "nobody") == (1, {"error": "no user 'nobody'"})
+    cli("users", "create", "bob")
+    rc, out = cli("users", "create", "bob")
+    assert rc == 1 and "exists" in out["error"]
+
+
+@pytest.mark.parametrize("args", [
+    ("users", "create"),
+    ("users", "create", "x", "--tier", "gold"),
+    ("users", "create", "x", "--balance", "1.0000001"),
+    ("users", "create", "x", "--balance", "lots"),
+    ("keys", "create", "x", "--expires", "tomorrow"),
+    ("models", "set", "brand-new-model", "--input", "1"),
+    ("models", "set", "gpt-4o", "--rpm", "gold=5"),
+    ("tiers", "set", "vip", "--multiplier", "abc"),
+    ("frobnicate",),
+])
+def test_bad_usage_exits_2(cli, args):
+    if args[:2] == ("keys", "create"):
+        cli("users", "create", "x")
+    rc, out = cli(*args)
+    assert rc == 2 and set(out) == {"error"}
+
+
+def test_keys_lifecycle(cli):
+    cli("users", "create", "carol")
+    rc, key = cli("keys", "create", "carol", "--models", "gpt-4o,claude-*", "--remark", "ci", "--rpm", "30",
+                  "--max-fee", "5", "--expires", "2030-01-01T00:00:00Z")
+    assert rc == 0
+    assert key["key"].startswith("sk-") and len(key["key"]) == 48
+    assert key["key_id"].startswith("key_") and len(key["key_id"]) == 16
+    assert key["permissions"] == ["gpt-4o", "claude-*"] and key["rpm"] == 30
+    assert key["max_fee"] == "5" and key["expired_at"] == "2030-01-01T00:00:00Z" and key["is_admin"] is False
+    listed = cli("keys", "list", "carol")[1]["keys"]
+    assert len(listed) == 1
+    assert listed[0]["key"] == key["key"][:8] + "..." + key["key"][-4:]
+    assert cli("keys", "disable", key["key_id"])[1]["is_disabled"] is True
+    assert cli("keys", "delete", key["key_id"]) == (0, {"deleted": key["key_id"]})
+    assert cli("keys", "list", "carol")[1]["keys"] == []
+    assert cli("keys", "delete", key["key_id"])[0] == 1
+
+
+def test_only_key_hashes_are_stored(cli, tmp_path):
+    import sqlite3
+
+    cli("users", "create", "dave")
+    full = cli("keys", "create", "dave")[1]["key"]
+    raw = (tmp_path / "gateway.db").read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("gateway.db-*"))
+    assert full.encode() not in raw and full[3:30].encode() not in raw
+    rows = sqlite3.connect(tmp_path / "gateway.db").execute("SELECT key_hash FROM keys").fetchall()
+    assert len(rows) == 1 and len(rows[0][0]) == 64
+
+
+def test_models_and_tiers(cli):
+    catalog = cli("models", "list")[1]
+    for name in ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-3.5-turbo", "gpt-3.5-turbo-instruct",
+                 "claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-5", "claude-2-web", "mock-gpt", "gpt-5"):
+        assert name in catalog["models"], name
+        assert catalog["models"][name]["price_source"]["date"]
+    web = catalog["models"]["claude-2-web"]
+    assert web["serialize_messages"] and web["max_input_tokens"] == 90000
+    assert web["rpm"] == {"regular": 12, "vip": 60, "premium": 90}
+    assert catalog["tiers"] == {"regular": {"rpm": 60, "multiplier": "1"}, "vip": {"rpm": 300, "multiplier": "1"},
+                                "premium": {"rpm": 600, "multiplier": "1"}}
+    rc, m = cli("models", "set", "my-model", "--provider", "openai", "--upstream-model", "gpt-4o", "--input", "1.5",
+                "--output", "6", "--max-input-tokens", "1000", "--rpm", "vip=7")
+    assert rc == 0 and m["input"] == "1.5" and m["output"] == "6" and m["rpm"]["vip"] == 7
+    assert m["rpm"]["regular"] == 60
+    rc, t = cli("tiers", "set", "vip", "--rpm", "400", "--multiplier", "0.9")
+    assert rc == 0 and t == {"tier": "vip", "rpm": 400, "multiplier": "0.9"}
+
+
+def test_usage_command_sums_records(cli):
+    cli("users", "create", "erin")
+    out = cli("usage", "erin")[1]
+    assert out["total"] == 0 and out["sum"] == {"cost": "0", "input_tokens": 0, "output_tokens": 0, "requests": 0}
+
+
+def test_readme_start_command_on_an_empty_folder_answers_with_the_printed_admin_key(tmp_path):
+    server = serve(tmp_path, gateway_env(tmp_path / ".gateway"))
+    try:
+        assert server.banner["admin_user"] == "admin"
+        key = server.banner["admin_key"]
+        r = httpx.post(server.base_url + "/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                       json={"model": "mock-gpt", "messages": [{"role": "user", "content": "hello"}]})
+        assert r.status_code == 200
+        assert r.json()["choices"][0]["message"]["content"] == "This is a mock response to: hello"
+        # The admin user exists once: a second start prints no new key.
+        rc, admin = server.cli("users", "show", "admin")
+        assert admin["tier"] == "premium" and admin["balance"] == "0"
+        assert server.cli("keys", "list", "admin")[1]["keys"][0]["is_admin"] is True
+    finally:
+        server.stop()
+    again = serve(tmp_path, gateway_env(tmp_path / ".gateway"))
+    try:
+        assert "admin_key" not in again.banner
+    finally:
+        again.stop()
+
+
+def test_catalog_changes_reach_a_running_server_within_five_seconds(tmp_path):
+    server = serve(tmp_path, gateway_env(tmp_path))
+    try:
+        key = server.banner["admin_key"]
+        headers = {"Authorization": f"Bearer {key}"}
+        assert server.cli("models", "set", "mock-priced", "--provider", "mock", "--per-request", "0.5")[0] == 0
+        server.cli("users", "topup", "admin", "10")
+        started = time.monotonic()
+        while "mock-priced" not in [m["id"] for m in httpx.get(server.base_url + "/models", headers=headers).json()["data"]]:
+            assert time.monotonic() - started < 5
+            time.sleep(0.1)
+        body = {"model": "mock-priced", "messages": [{"role": "user", "content": "x"}]}
+        assert httpx.post(server.base_url + "/chat/completions", headers=headers, json=body).status_code == 200
+        assert Decimal(server.cli("users", "show", "admin")[1]["balance"]) == Decimal("9.5")
+        server.cli("tiers", "set", "premium", "--multiplier", "2")
+        time.sleep(5)
+        assert httpx.post(server.base_url + "/chat/completions", headers=headers, json=body).status_code == 200
+        assert Decimal(server.cli("users", "show", "admin")[1]["balance"]) == Decimal("8.5")
+    finally:
+        server.stop()

@@ -1,0 +1,111 @@
+"""Headers, CORS, the request log line and the generic 500 (API.md section 1)."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+
+from llm_gateway.config import Settings
+from llm_gateway.http.app import create_app
+from llm_gateway.logs import _JSONFormatter
+from llm_gateway.runtime import Runtime
+from tests.fakes.server import ServerThread
+
+
+def _chat(gateway, key, **extra):
+    return httpx.post(gateway.base_url + "/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                      json={"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}], **extra})
+
+
+def test_every_response_carries_a_request_id(gateway):
+    key = gateway.key()
+    responses = [
+        _chat(gateway, key),
+        httpx.get(gateway.url + "/healthz"),
+        httpx.get(gateway.base_url + "/models"),
+        httpx.get(gateway.base_url + "/nope"),
+        httpx.options(gateway.base_url + "/chat/completions",
+                      headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}),
+    ]
+    ids = [r.headers.get("x-request-id") for r in responses]
+    assert all(i and i.startswith("req_") for i in ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_model_calls_carry_the_gateway_overhead(gateway):
+    key = gateway.key()
+    for stream in (False, True):
+        r = _chat(gateway, key, stream=stream)
+        assert r.status_code == 200
+        assert float(r.headers["x-gateway-overhead-ms"]) >= 0
+
+
+def test_cors_preflight_is_answered_for_any_origin(gateway):
+    r = httpx.options(gateway.base_url + "/chat/completions", headers={
+        "Origin": "https://somewhere.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] in ("*", "https://somewhere.example")
+    assert "authorization" in r.headers["access-control-allow-headers"].lower()
+    assert "access-control-allow-credentials" not in r.headers
+
+
+def test_cors_origins_setting_narrows_the_allowed_origins(gateway):
+    settings = Settings(store_url=gateway.runtime.settings.store_url, cors_origins=("https://ok.example",))
+    server = ServerThread(create_app(runtime=Runtime.build(settings))).start()
+    try:
+        preflight = {"Access-Control-Request-Method": "POST"}
+        ok = httpx.options(server.url + "/v1/chat/completions", headers={"Origin": "https://ok.example", **preflight})
+        bad = httpx.options(server.url + "/v1/chat/completions", headers={"Origin": "https://bad.example", **preflight})
+        assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://ok.example"
+        assert bad.status_code == 400 and "access-control-allow-origin" not in bad.headers
+    finally:
+        server.stop()
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.setFormatter(_JSONFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def test_one_json_log_line_per_request_with_key_id_and_no_secret(gateway):
+    import json
+
+    handler = _Capture()
+    logger = logging.getLogger("llm_gateway")
+    logger.addHandler(handler)
+    try:
+        key = gateway.key()
+        r = _chat(gateway, key)
+        bad = httpx.post(gateway.base_url + "/chat/completions", headers={"Authorization": "Bearer sk-wrong" + "x" * 37},
+                         json={})
+    finally:
+        logger.removeHandler(handler)
+    mine = [json.loads(line) for line in handler.lines if r.headers["x-request-id"] in line]
+    assert len(mine) == 1
+    entry = mine[0]
+    assert entry["status"] == 200 and entry["model"] == "mock-gpt" and entry["key_id"].startswith("key_")
+    assert entry["path"] == "/v1/chat/completions" and entry["ms"] >= 0
+    everything = "\n".join(handler.lines)
+    assert key not in everything and key[3:20] not in everything
+    assert "sk-wrong" not in everything
+    assert gateway.runtime.settings.env["OPENAI_API_KEY"] not in everything
+    assert bad.status_code == 401
+
+
+def test_unexpected_fault_is_a_generic_500_with_the_request_id(gateway, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(gateway.runtime.gate, "admit", boom)
+    r = _chat(gateway, gateway.key())
+    assert r.status_code == 500
+    body = r.json()["error"]
+    assert r.headers["x-request-id"] in body["message"]
+    assert "secret internals" not in r.text and "Traceback" not in r.text

@@ -1,0 +1,155 @@
+"""Upstream errors, timeouts, mid-stream failures and client disconnects (API.md 1 and 3.6)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import httpx
+import pytest
+
+from llm_gateway.config import Settings
+from llm_gateway.http.app import create_app
+from llm_gateway.money import to_micros
+from llm_gateway.runtime import Runtime
+from tests.fakes.server import ServerThread
+
+
+def _post(gateway, key, body, stream=False):
+    return httpx.post(gateway.base_url + "/chat/completions", json={**body, "stream": stream},
+                      headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def _body(model):
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(
+    "upstream, status, code",
+    [(400, 400, None), (404, 404, "not_found"), (422, 422, None), (401, 502, "upstream_error"),
+     (403, 502, "upstream_error"), (429, 429, "upstream_rate_limited"), (500, 502, "upstream_error"),
+     (503, 502, "upstream_error")],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_error_statuses_are_mapped_and_charge_nothing(gateway, upstream, status, code, stream):
+    model = gateway.model(input="2.5", output="10",
+                          behavior={"status": upstream, "message": "upstream says no to this request"})
+    user = gateway.user(balance="5")
+    r = _post(gateway, gateway.key(user), _body(model), stream)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    if code is not None:
+        assert err["code"] == code
+    if upstream in (400, 404, 422):
+        assert err["message"] == "upstream says no to this request"
+    if upstream in (401, 403):
+        # The operator's credentials are wrong: never shown as the client's auth failure,
+        # and the upstream's message (which may quote the credential) is not passed on.
+        assert "credentials" in err["message"] and "sk-" not in err["message"]
+    if upstream == 429:
+        assert r.headers["retry-after"]
+    assert gateway.balance(user) == to_micros("5")
+
+
+def test_upstream_timeout_is_504(gateway):
+    model = gateway.model(behavior={"delay": 1.5})
+    settings = Settings(store_url=gateway.runtime.settings.store_url, upstream_timeout=0.5,
+                        env=gateway.runtime.settings.env)
+    rt = Runtime.build(settings)
+    server = ServerThread(create_app(runtime=rt)).start()
+    try:
+        user = gateway.user(balance="5")
+        r = httpx.post(server.url + "/v1/chat/completions", json=_body(model),
+                       headers={"Authorization": f"Bearer {gateway.key(user)}"})
+        assert r.status_code == 504
+        assert r.json()["error"]["code"] == "upstream_timeout"
+        assert gateway.balance(user) == to_micros("5")
+    finally:
+        server.stop()
+
+
+def test_missing_provider_credentials_are_502_naming_the_setting(gateway):
+    settings = Settings(store_url=gateway.runtime.settings.store_url, env={})
+    server = ServerThread(create_app(runtime=Runtime.build(settings))).start()
+    try:
+        user = gateway.user(balance="5")
+        r = httpx.post(server.url + "/v1/chat/completions", json=_body("gpt-4o"),
+                       headers={"Authorization": f"Bearer {gateway.key(user)}"})
+        assert r.status_code == 502
+        assert "OPENAI_API_KEY" in r.json()["error"]["message"]
+        assert gateway.balance(user) == to_micros("5")
+    finally:
+        server.stop()
+
+
+def _sse_data(text: str) -> list[str]:
+    return [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+
+
+@pytest.mark.parametrize("error_event", [False, True])
+def test_failure_after_output_ends_with_error_event_and_charges_the_output(gateway, error_event):
+    model = gateway.model(input="2.5", output="10", behavior={"fail_after": 2, "error_event": error_event})
+    user = gateway.user(balance="5")
+    r = _post(gateway, gateway.key(user), _body(model), stream=True)
+    assert r.status_code == 200
+    data = _sse_data(r.text)
+    assert data[-1] == "[DONE]"
+    err = json.loads(data[-2])["error"]
+    assert err["type"] == "upstream_error" and err["message"]
+    content = "".join(json.loads(d)["choices"][0]["delta"].get("content") or "" for d in data[:-2]
+                      if json.loads(d).get("choices"))
+    assert content == "Hello from "
+    records = gateway.store.list_usage(user).records
+    assert len(records) == 1 and records[0].status == "upstream_error"
+    assert records[0].output_tokens >= 2 and records[0].cost > 0
+    assert gateway.balance(user) == to_micros("5") - records[0].cost
+
+
+def test_failure_before_any_output_is_a_plain_error_and_charges_nothing(gateway):
+    model = gateway.model(input="2.5", output="10", behavior={"status": 500})
+    user = gateway.user(balance="5")
+    r = _post(gateway, gateway.key(user), _body(model), stream=True)
+    assert r.status_code == 502 and r.headers["content-type"].startswith("application/json")
+    assert gateway.balance(user) == to_micros("5")
+
+
+def test_client_disconnect_mid_stream_is_charged_for_what_was_produced(gateway):
+    model = gateway.model(input="2.5", output="10",
+                          behavior={"chunk_delay": 0.2, "text": " ".join(["word"] * 40)})
+    user = gateway.user(balance="5")
+    key = gateway.key(user)
+    port = int(gateway.url.rsplit(":", 1)[1])
+    body = json.dumps({**_body(model), "stream": True}).encode()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode()
+                 + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
+                 + b"\r\n\r\n" + body)
+    received = b""
+    while received.count(b"data: ") < 4:
+        received += sock.recv(65536)
+    sock.close()
+    deadline = time.monotonic() + 5
+    while gateway.store.list_usage(user).total == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    records = gateway.store.list_usage(user).records
+    assert len(records) == 1 and records[0].status == "client_closed"
+    # Some words were produced, far fewer than the 40 of the whole answer.
+    assert 1 <= records[0].output_tokens < 20
+    assert records[0].cost == -(-(records[0].input_tokens * 2_500_000 + records[0].output_tokens * 10_000_000)
+                               // 1_000_000)
+    assert gateway.balance(user) == to_micros("5") - records[0].cost
+    # The upstream stream was abandoned too: nothing more is read from it.
+    time.sleep(0.5)
+    assert gateway.store.list_usage(user).total == 1
+
+
+def test_stream_without_upstream_usage_is_billed_by_counting(gateway):
+    model = gateway.model(input="2.5", output="10", behavior={"usage": False})
+    user = gateway.user(balance="5")
+    r = _post(gateway, gateway.key(user), _body(model), stream=True)
+    assert r.status_code == 200
+    record = gateway.store.list_usage(user).records[0]
+    # "hi" is 1 token + 3 of framing; "Hello from the fake upstream" is 5 tokens in o200k_base.
+    assert (record.input_tokens, record.output_tokens) == (4, 5)
+    assert gateway.balance(user) == to_micros("5") - record.cost
