@@ -1,0 +1,188 @@
+"""Balance, membership, usage and model rates on the platform routes (API.md 5.1)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from llm_gateway.money import format_micros, to_micros
+from llm_gateway.times import iso
+from tests.platform_client import ADMIN, ENCODINGS, chat, data, extra_gateway, get, post, refusal
+
+COST_PER_CALL = 98  # 11 input tokens at 2.5 and 7 output tokens at 10 per 1M, rounded up to the micro
+
+
+# --- balance -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_balance_is_the_stored_balance_as_a_decimal_string(gateway, encoding):
+    user_id = gateway.user(balance="12.5")
+    admin = gateway.key(user_id, is_admin=True)
+    assert data(post(gateway.url, f"{ADMIN}/balance", admin, {}, encoding)) == {
+        "balance": "12.5", "free_balance": "0", "currency": "USD"}
+    gateway.store.add_balance(user_id, to_micros("0.000001"))
+    assert data(post(gateway.url, f"{ADMIN}/balance", admin, {}, encoding))["balance"] == "12.500001"
+
+
+def test_a_negative_balance_shows_as_such(gateway):
+    user_id = gateway.user(balance="0")
+    gateway.store.add_balance(user_id, -1_500_000)
+    admin = gateway.key(user_id, is_admin=True)
+    assert data(post(gateway.url, f"{ADMIN}/balance", admin))["balance"] == "-1.5"
+
+
+# --- membership ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_membership_shows_the_expiry_the_tier_and_the_effective_tier(gateway, encoding):
+    user_id = gateway.user(tier="vip", membership_days=30)
+    admin = gateway.key(user_id, is_admin=True)
+    shown = data(post(gateway.url, f"{ADMIN}/get-membership-expire-date", admin, {}, encoding))
+    assert shown == {"membership_expire_date": iso(gateway.store.get_user(user_id).membership_expire_at),
+                     "tier": "vip", "effective_tier": "vip"}
+    expires = datetime.fromisoformat(shown["membership_expire_date"].replace("Z", "+00:00"))
+    assert expires.tzinfo is not None and abs(expires.timestamp() - (time.time() + 30 * 86400)) < 60
+
+
+def test_an_expired_membership_falls_back_to_regular(gateway):
+    user_id = gateway.user(tier="premium", membership_days=-1)
+    admin = gateway.key(user_id, is_admin=True)
+    shown = data(post(gateway.url, f"{ADMIN}/get-membership-expire-date", admin))
+    assert (shown["tier"], shown["effective_tier"]) == ("premium", "regular")
+    assert datetime.fromisoformat(shown["membership_expire_date"].replace("Z", "+00:00")) \
+        < datetime.now(timezone.utc)
+
+
+def test_no_membership_expiry_is_null(gateway):
+    user_id = gateway.user(tier="vip")
+    admin = gateway.key(user_id, is_admin=True)
+    assert data(post(gateway.url, f"{ADMIN}/get-membership-expire-date", admin)) == {
+        "membership_expire_date": None, "tier": "vip", "effective_tier": "vip"}
+
+
+# --- usage ---------------------------------------------------------------------------------------
+
+def test_usage_sums_equal_the_balance_spent(gateway):
+    priced = gateway.model(provider="openai", input="2.5", output="10")
+    user_id = gateway.user(balance="10")
+    key = gateway.key(user_id)
+    other_key = gateway.key(user_id)
+    before = gateway.balance(user_id)
+    for k in (key, key, other_key):
+        assert chat(gateway.url, k, priced).status_code == 200
+    assert chat(gateway.url, key, "mock-gpt").status_code == 200
+    spent = before - gateway.balance(user_id)
+    assert spent == 3 * COST_PER_CALL
+
+    usage = data(get(gateway.url, "/api/v1/user/usage", key))  # any key of the user, admin or not
+    assert usage["total"] == 4
+    records = usage["records"]
+    assert usage["sum"] == {
+        "cost": format_micros(spent),
+        "input_tokens": sum(r["input_tokens"] + r["cache_read_tokens"] + r["cache_write_tokens"] for r in records),
+        "output_tokens": sum(r["output_tokens"] for r in records),
+        "requests": 4,
+    }
+    assert sum(to_micros(r["cost"]) for r in records) == spent
+    assert [(r["input_tokens"], r["output_tokens"]) for r in records[1:]] == [(11, 7)] * 3
+    assert [r["model"] for r in usage["records"]] == ["mock-gpt", priced, priced, priced]  # newest first
+    assert [r["created_at"] for r in usage["records"]] == sorted((r["created_at"] for r in usage["records"]),
+                                                                reverse=True)
+    assert {r["user_id"] for r in usage["records"]} == {user_id}
+
+
+def test_usage_filters_by_model_and_time_and_pages(gateway):
+    priced = gateway.model(provider="openai", input="2.5", output="10")
+    user_id = gateway.user(balance="10")
+    key = gateway.key(user_id)
+    for _ in range(3):
+        assert chat(gateway.url, key, priced).status_code == 200
+    assert chat(gateway.url, key, "mock-gpt").status_code == 200
+    records = data(get(gateway.url, "/api/v1/user/usage", key))["records"]
+
+    only = data(get(gateway.url, "/api/v1/user/usage", key, {"model": priced}))
+    assert only["total"] == 3 and only["sum"]["cost"] == format_micros(3 * COST_PER_CALL)
+
+    first = data(get(gateway.url, "/api/v1/user/usage", key, {"page": 1, "pageSize": 2}))
+    second = data(get(gateway.url, "/api/v1/user/usage", key, {"page": 2, "pageSize": 2}))
+    assert first["total"] == second["total"] == 4 and first["sum"] == second["sum"]
+    assert first["records"] + second["records"] == records
+    assert data(get(gateway.url, "/api/v1/user/usage", key, {"page": 3, "pageSize": 2}))["records"] == []
+
+    future = data(get(gateway.url, "/api/v1/user/usage", key, {"since": "2999-01-01T00:00:00Z"}))
+    assert future["total"] == 0 and future["sum"]["cost"] == "0"
+    past = data(get(gateway.url, "/api/v1/user/usage", key, {"until": "2000-01-01"}))
+    assert past["total"] == 0
+    window = data(get(gateway.url, "/api/v1/user/usage", key,
+                      {"since": "2000-01-01T00:00:00Z", "until": "2999-01-01T00:00:00+00:00"}))
+    assert window["total"] == 4
+
+
+def test_usage_shows_only_the_callers_own_user(gateway):
+    user_a, user_b = gateway.user(), gateway.user()
+    key_a, key_b = gateway.key(user_a), gateway.key(user_b)
+    assert chat(gateway.url, key_b, "mock-gpt").status_code == 200
+    assert data(get(gateway.url, "/api/v1/user/usage", key_a))["total"] == 0
+    assert data(get(gateway.url, "/api/v1/user/usage", key_b))["total"] == 1
+
+
+@pytest.mark.parametrize("params, named", [
+    ({"pageSize": 101}, "pageSize"), ({"pageSize": 0}, "pageSize"), ({"page": 0}, "page"),
+    ({"page": "two"}, "page"), ({"since": "yesterday"}, "since"), ({"until": "soon"}, "until"),
+])
+def test_usage_refuses_bad_parameters_naming_them(gateway, params, named):
+    message = refusal(get(gateway.url, "/api/v1/user/usage", gateway.key(), params), 400, "invalid_request_error")
+    assert f"'{named}'" in message
+
+
+def test_usage_needs_a_key(gateway):
+    refusal(get(gateway.url, "/api/v1/user/usage", None), 401, "invalid_api_key")
+
+
+# --- model rates ---------------------------------------------------------------------------------
+
+def test_model_rates_list_every_model_the_key_may_use_per_1m_tokens(gateway):
+    priced = gateway.model(provider="openai", input="2.5", output="10", cache_read="1.25", per_request="0.01")
+    rates = data(get(gateway.url, "/api/v1/pay/model-rates", gateway.key()))  # not an admin key
+    assert rates[priced] == {"input": "2.5", "output": "10", "cache_read": "1.25", "cache_write": "0",
+                             "per_request": "0.01", "provider": "openai"}
+    assert set(rates) == set(gateway.runtime.catalogs.current().models)
+    assert rates["claude-2-web"]["provider"] == "anthropic"
+
+
+def test_model_rates_follow_the_keys_permissions(gateway):
+    priced = gateway.model(provider="openai", input="2.5", output="10")
+    key = gateway.key(permissions=[priced, "claude-*"])
+    rates = data(get(gateway.url, "/api/v1/pay/model-rates", key))
+    catalog = gateway.runtime.catalogs.current().models
+    assert set(rates) == {priced} | {m for m in catalog if m.startswith("claude-")}
+
+
+@pytest.fixture(scope="module")
+def discounted(gateway, tmp_path_factory):
+    """A gateway of its own (tier multipliers are global) in euros, where vip pays 0.9 and premium 1/3."""
+    with extra_gateway(gateway, tmp_path_factory.mktemp("discounted") / "gateway.db", currency="EUR") as g:
+        g.store.set_tier_override("vip", {"multiplier": "0.9"})
+        g.store.set_tier_override("premium", {"multiplier": "1/3"})
+        g.runtime.catalogs.refresh()
+        yield g
+
+
+def test_model_rates_apply_the_callers_effective_tier_multiplier(discounted):
+    priced = discounted.model(provider="openai", input="2.5", output="10", per_request="0.000001")
+    vip = data(get(discounted.url, "/api/v1/pay/model-rates", discounted.key(discounted.user(tier="vip"))))
+    assert vip[priced] == {"input": "2.25", "output": "9", "cache_read": "0", "cache_write": "0",
+                           "per_request": "0.000001", "provider": "openai"}  # 0.0000009 rounds up
+    premium = data(get(discounted.url, "/api/v1/pay/model-rates", discounted.key(discounted.user(tier="premium"))))
+    assert (premium[priced]["input"], premium[priced]["output"]) == ("0.833334", "3.333334")
+    lapsed = discounted.key(discounted.user(tier="vip", membership_days=-1))
+    assert data(get(discounted.url, "/api/v1/pay/model-rates", lapsed))[priced]["input"] == "2.5"
+
+
+def test_balance_is_in_the_operators_currency(discounted):
+    user_id = discounted.user(balance="3")
+    admin = discounted.key(user_id, is_admin=True)
+    assert data(post(discounted.url, f"{ADMIN}/balance", admin)) == {
+        "balance": "3", "free_balance": "0", "currency": "EUR"}
