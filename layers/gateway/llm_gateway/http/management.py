@@ -36,7 +36,7 @@ MAX_RPM = 1_000_000_000
 MAX_PAGE_SIZE = 100
 
 
-def admin_caller(who: Caller = Depends(caller)) -> Caller:
+async def admin_caller(who: Caller = Depends(caller)) -> Caller:
     """403 for a key that is not an admin key, before its body is looked at."""
     if not who.key.is_admin:
         raise GatewayError("permission", "This route needs an admin API key of the user.")
