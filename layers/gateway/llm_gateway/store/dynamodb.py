@@ -1,0 +1,654 @@
+"""DynamoDB adapter: the store on AWS, with the same guarantees as SQLite through conditional writes.
+
+Tables (`<prefix>` from `dynamodb://<prefix>`; all on-demand, created by `init` or by the template):
+
+| table | key | items |
+|---|---|---|
+| `<prefix>-users` | `user_id` | one per user: tier, balance, membership_expire_at, created_at, key_count |
+| `<prefix>-keys` | `pk`, `sk` | a key at (`user#<user_id>`, `key#<key_id>`); pointers (`hash#<sha256>`, `hash`) and (`keyid#<key_id>`, `keyid`) holding its user_id and key_id |
+| `<prefix>-counters` | `counter_id` | one per rate-limit counter: window_start, hits; TTL `expires_at` |
+| `<prefix>-usage` | `pk`, `sk` | a record at (`user#<user_id>`, `<created_at:020.6f>#<request_id>`); a settlement guard at (`req#<request_id>`, `req`) with TTL `expires_at` |
+| `<prefix>-catalog` | `pk`, `sk` | an override at (`models`/`tiers`, name) with one `f_<field>` JSON attribute per field; the version at (`meta`, `version`) |
+
+Why this shape: every read the gateway makes per request is a strongly consistent `GetItem` (keys
+and users — revocation must not wait for a replica), and every list is a `Query` on a partition
+(keys of a user, usage of a user newest-first), so no secondary index with eventually consistent
+reads sits on a path where a fresh write must be visible. Money moves only inside
+`TransactWriteItems`:
+
+- `admit`: one transaction holding a conditional update per rate-limit counter and the reservation
+  (user balance ≥ reserve; the key's `fee_left` ≥ reserve, kept as an attribute of its own because
+  conditions cannot do arithmetic). A counter update either opens a window (none open) or adds a hit
+  (window open, under the limit); which one is guessed from the last window this process saw and
+  corrected from the cancellation reason's old item, which also says whether the counter is full
+  (429, Retry-After from its stored window start) or the funds are short (402). Cancelled means
+  nothing was written, so a refused request neither counts nor holds money.
+- `settle`: one transaction putting the usage record and a guard item keyed by the request id
+  (`attribute_not_exists`), and moving the user's balance and the key's totals: a replay is
+  cancelled by the guard and changes nothing.
+
+Transaction conflicts and throttling are retried with bounded exponential backoff. TTL attributes
+only clean up: expired counters are recognised by their window start, not by their absence.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import threading
+import time
+from dataclasses import fields as dc_fields
+from typing import Any, Iterator
+
+from .base import (
+    Admission,
+    AlreadyExists,
+    Counter,
+    Key,
+    KeyCapReached,
+    NotFound,
+    StoreError,
+    UsagePage,
+    UsageRecord,
+    User,
+)
+
+__all__ = ["DynamoDBStore", "TABLES"]
+
+# table suffix -> (key schema [(name, type)], TTL attribute or None)
+TABLES: dict[str, tuple[list[str], str | None]] = {
+    "users": (["user_id"], None),
+    "keys": (["pk", "sk"], None),
+    "counters": (["counter_id"], "expires_at"),
+    "usage": (["pk", "sk"], "expires_at"),
+    "catalog": (["pk", "sk"], None),
+}
+
+_USER_FIELDS = ("tier", "balance", "membership_expire_at", "key_count")
+_KEY_FIELDS = ("remark", "permissions", "rpm", "is_admin", "is_disabled", "used_at", "expired_at", "max_fee")
+_GUARD_TTL = 7 * 86_400.0  # a settlement replay comes within a request's lifetime; keep guards a week
+_COUNTER_TTL_SLACK = 300.0
+_RETRYABLE = {
+    "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded",
+    "TransactionConflictException", "TransactionInProgressException", "ThrottlingException",
+    "ProvisionedThroughputExceededException", "RequestLimitExceededException", "InternalServerError",
+}
+_MAX_ATTEMPTS = 8
+
+
+class DynamoDBStore:
+    """The Store protocol over DynamoDB; one boto3 client per store (one store per process)."""
+
+    def __init__(self, prefix: str, client: Any = None) -> None:
+        if not prefix:
+            raise ValueError("dynamodb:// needs a table prefix, e.g. dynamodb://llm-gateway")
+        self.prefix = prefix
+        self.tables = {name: f"{prefix}-{name}" for name in TABLES}
+        self._client = client or _new_client()
+        # counter_id -> window start this process last saw: picks the likelier update first
+        self._windows: dict[str, float] = {}
+
+    # set-up ----------------------------------------------------------------------------------
+    def init(self) -> None:
+        """Create missing tables (on-demand billing, TTL where used) and wait until they are active."""
+        c = self._client
+        created = []
+        for name, (keys, _) in TABLES.items():
+            table = self.tables[name]
+            try:
+                c.describe_table(TableName=table)
+                continue
+            except c.exceptions.ResourceNotFoundException:
+                pass
+            try:
+                c.create_table(
+                    TableName=table,
+                    BillingMode="PAY_PER_REQUEST",
+                    AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in keys],
+                    KeySchema=[
+                        {"AttributeName": k, "KeyType": "HASH" if i == 0 else "RANGE"} for i, k in enumerate(keys)
+                    ],
+                )
+            except c.exceptions.ResourceInUseException:
+                pass  # created concurrently by another operator
+            created.append(name)
+        for name in created:
+            c.get_waiter("table_exists").wait(TableName=self.tables[name], WaiterConfig={"Delay": 1})
+        for name, (_, ttl) in TABLES.items():
+            if ttl is None:
+                continue
+            status = c.describe_time_to_live(TableName=self.tables[name])["TimeToLiveDescription"]
+            if status.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
+                continue
+            c.update_time_to_live(
+                TableName=self.tables[name], TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl}
+            )
+
+    # users -----------------------------------------------------------------------------------
+    def create_user(self, user: User) -> User:
+        item = _encode({**user.__dict__, "key_count": 0})
+        try:
+            self._client.put_item(
+                TableName=self.tables["users"], Item=item, ConditionExpression="attribute_not_exists(user_id)"
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            raise AlreadyExists(f"user {user.user_id} exists") from None
+        return _decode(User, item)
+
+    def get_user(self, user_id: str) -> User | None:
+        item = self._get("users", {"user_id": _s(user_id)})
+        return _decode(User, item) if item else None
+
+    def update_user(self, user_id: str, **fields: Any) -> User:
+        _check_fields(fields, _USER_FIELDS)
+        if not fields:
+            user = self.get_user(user_id)
+            if user is None:
+                raise NotFound(f"no user {user_id}")
+            return user
+        expr = _Update()
+        for name, value in fields.items():
+            expr.set(name, value)
+        attrs = self._update("users", {"user_id": _s(user_id)}, expr, "attribute_exists(user_id)",
+                             NotFound(f"no user {user_id}"))
+        return _decode(User, attrs)
+
+    def add_balance(self, user_id: str, micros: int) -> User:
+        expr = _Update()
+        expr.add("balance", micros)
+        attrs = self._update("users", {"user_id": _s(user_id)}, expr, "attribute_exists(user_id)",
+                             NotFound(f"no user {user_id}"))
+        return _decode(User, attrs)
+
+    def count_users(self) -> int:
+        total = 0
+        for page in self._client.get_paginator("scan").paginate(
+            TableName=self.tables["users"], Select="COUNT", ConsistentRead=True
+        ):
+            total += page["Count"]
+        return total
+
+    # keys ------------------------------------------------------------------------------------
+    def create_key(self, key: Key, max_keys: int | None = None) -> Key:
+        stored = Key(**{**key.__dict__, "used_times": 0, "used_fee": 0, "held": 0})
+        item = {
+            **_key_address(key.user_id, key.key_id),
+            **_encode(stored.__dict__),
+            "spent": _n(0),
+            "fee_left": _n(key.max_fee or 0),
+        }
+        cap = "attribute_exists(user_id)"
+        values: dict[str, Any] = {":one": _n(1)}
+        if max_keys is not None:
+            cap += " AND key_count < :max"
+            values[":max"] = _n(max_keys)
+        pointer = {"user_id": _s(key.user_id), "key_id": _s(key.key_id)}
+        items = [
+            {"Update": {
+                "TableName": self.tables["users"], "Key": {"user_id": _s(key.user_id)},
+                "UpdateExpression": "ADD key_count :one", "ConditionExpression": cap,
+                "ExpressionAttributeValues": values, "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }},
+            _put(self.tables["keys"], item, "attribute_not_exists(pk)"),
+            _put(self.tables["keys"], {**_hash_address(key.key_hash), **pointer}, "attribute_not_exists(pk)"),
+            _put(self.tables["keys"], {**_id_address(key.key_id), **pointer}, "attribute_not_exists(pk)"),
+        ]
+        reasons = self._transact(items)
+        if reasons is not None:
+            if _failed(reasons[0]):
+                if "Item" not in reasons[0]:
+                    raise NotFound(f"no user {key.user_id}")
+                raise KeyCapReached(f"user {key.user_id} already holds {reasons[0]['Item']['key_count']['N']} keys")
+            raise AlreadyExists("key exists")
+        return stored
+
+    def get_key_by_hash(self, key_hash: str) -> Key | None:
+        pointer = self._get("keys", _hash_address(key_hash))
+        return self._key_at(pointer)
+
+    def get_key(self, key_id: str) -> Key | None:
+        return self._key_at(self._get("keys", _id_address(key_id)))
+
+    def list_keys(self, user_id: str) -> list[Key]:
+        items = self._query(
+            "keys", "pk = :pk AND begins_with(sk, :kind)", {":pk": _s(f"user#{user_id}"), ":kind": _s("key#")}
+        )
+        return sorted((_decode(Key, i) for i in items), key=lambda k: (k.created_at, k.key_id))
+
+    def update_key(self, key_id: str, **fields: Any) -> Key:
+        _check_fields(fields, _KEY_FIELDS)
+        pointer = self._get("keys", _id_address(key_id))
+        if pointer is None:
+            raise NotFound(f"no key {key_id}")
+        address = _key_address(pointer["user_id"]["S"], key_id)
+        if not fields:
+            key = self._key_at(pointer)
+            if key is None:
+                raise NotFound(f"no key {key_id}")
+            return key
+        expr = _Update()
+        for name, value in fields.items():
+            expr.set(name, value)
+        if "max_fee" in fields:
+            # fee_left = max_fee - spent, the quantity admit's condition compares
+            expr.sets.append("fee_left = :fee_cap - spent")
+            expr.values[":fee_cap"] = _n(fields["max_fee"] or 0)
+        attrs = self._update("keys", address, expr, "attribute_exists(pk)", NotFound(f"no key {key_id}"))
+        return _decode(Key, attrs)
+
+    def delete_key(self, key_id: str) -> None:
+        key = self.get_key(key_id)
+        if key is None:
+            raise NotFound(f"no key {key_id}")
+        table = self.tables["keys"]
+        reasons = self._transact([
+            {"Delete": {"TableName": table, "Key": _key_address(key.user_id, key_id),
+                        "ConditionExpression": "attribute_exists(pk)"}},
+            {"Delete": {"TableName": table, "Key": _hash_address(key.key_hash)}},
+            {"Delete": {"TableName": table, "Key": _id_address(key_id)}},
+            {"Update": {"TableName": self.tables["users"], "Key": {"user_id": _s(key.user_id)},
+                        "UpdateExpression": "ADD key_count :minus", "ConditionExpression": "attribute_exists(user_id)",
+                        "ExpressionAttributeValues": {":minus": _n(-1)}}},
+        ])
+        if reasons is not None:
+            raise NotFound(f"no key {key_id}")
+
+    # admission and billing -------------------------------------------------------------------
+    def admit(
+        self,
+        user_id: str,
+        key_id: str | None,
+        counters: list[Counter],
+        reserve: int,
+        now: float,
+    ) -> Admission:
+        opening = [self._window_open_guess(c, now) is False for c in counters]
+        hold_key = key_id is not None and reserve > 0
+        for _ in range(_MAX_ATTEMPTS):
+            items = [self._counter_item(c, now, opens) for c, opens in zip(counters, opening)]
+            if reserve > 0:
+                items.append({"Update": {
+                    "TableName": self.tables["users"], "Key": {"user_id": _s(user_id)},
+                    "UpdateExpression": "SET balance = balance - :r", "ConditionExpression": "balance >= :r",
+                    "ExpressionAttributeValues": {":r": _n(reserve)},
+                }})
+            if hold_key:
+                items.append({"Update": {
+                    "TableName": self.tables["keys"], "Key": _key_address(user_id, key_id),  # type: ignore[arg-type]
+                    "UpdateExpression": "ADD held :r, spent :r, fee_left :neg",
+                    "ConditionExpression": "attribute_exists(pk) AND (attribute_not_exists(max_fee) OR fee_left >= :r)",
+                    "ExpressionAttributeValues": {":r": _n(reserve), ":neg": _n(-reserve)},
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }})
+            if not items:
+                return Admission(True)
+            reasons = self._transact(items)
+            if reasons is None:
+                for counter, opens in zip(counters, opening):
+                    if opens:
+                        self._windows[counter.counter_id] = now
+                return Admission(True)
+            # Rate before funds, as the contract orders them; a wrong guess about a window is retried.
+            for i, counter in enumerate(counters):
+                if not _failed(reasons[i]):
+                    continue
+                old = reasons[i].get("Item")
+                if old is None and opening[i]:
+                    old = self._get("counters", {"counter_id": _s(counter.counter_id)})
+                if old is None:
+                    opening[i] = True
+                    continue
+                start = float(old["window_start"]["N"])
+                self._windows[counter.counter_id] = start
+                if now >= start + counter.window:
+                    opening[i] = True
+                elif int(old["hits"]["N"]) < counter.limit:
+                    opening[i] = False
+                else:
+                    return Admission(False, "rate", max(1, math.ceil(start + counter.window - now)),
+                                     counter.counter_id)
+            n = len(counters)
+            if reserve > 0 and _failed(reasons[n]):
+                return Admission(False, "funds_user")
+            if hold_key and _failed(reasons[-1]):
+                if "Item" not in reasons[-1]:
+                    hold_key = False  # the key is gone; like SQLite, the user's balance still decides
+                    continue
+                return Admission(False, "funds_key")
+        raise StoreError("admission did not settle after repeated retries")
+
+    def settle(self, record: UsageRecord) -> bool:
+        r = record
+        delta = r.reserved - r.cost
+        usage = self.tables["usage"]
+        guard = {"pk": _s(f"req#{r.request_id}"), "sk": _s("req"), "expires_at": _n(int(r.created_at + _GUARD_TTL))}
+        item = {"pk": _s(f"user#{r.user_id}"), "sk": _s(_usage_sort_key(r.created_at, r.request_id)),
+                **_encode(r.as_dict())}
+        with_user, with_key = True, True
+        for _ in range(_MAX_ATTEMPTS):
+            items = [_put(usage, guard, "attribute_not_exists(pk)"), _put(usage, item)]
+            if with_user and delta:
+                items.append({"Update": {
+                    "TableName": self.tables["users"], "Key": {"user_id": _s(r.user_id)},
+                    "UpdateExpression": "ADD balance :d", "ConditionExpression": "attribute_exists(user_id)",
+                    "ExpressionAttributeValues": {":d": _n(delta)},
+                }})
+            if with_key:
+                items.append({"Update": {
+                    "TableName": self.tables["keys"], "Key": _key_address(r.user_id, r.key_id),
+                    "UpdateExpression": "ADD held :unheld, used_fee :cost, used_times :one, spent :spent,"
+                                        " fee_left :d SET used_at = :t",
+                    "ConditionExpression": "attribute_exists(pk)",
+                    "ExpressionAttributeValues": {
+                        ":unheld": _n(-r.reserved), ":cost": _n(r.cost), ":one": _n(1), ":spent": _n(-delta),
+                        ":d": _n(delta), ":t": _n(r.created_at),
+                    },
+                }})
+            reasons = self._transact(items)
+            if reasons is None:
+                return True
+            if _failed(reasons[0]):
+                return False
+            if with_user and delta and _failed(reasons[2]):
+                with_user = False  # no such user: record the usage all the same, as SQLite does
+            if with_key and _failed(reasons[-1]):
+                with_key = False
+        raise StoreError("settlement did not complete after repeated retries")
+
+    def list_usage(
+        self,
+        user_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        model: str | None = None,
+        offset: int = 0,
+        limit: int = 20,
+    ) -> UsagePage:
+        """Newest first. Totals need every record in the range, so this reads the whole range
+        (one Query page per 1 MB, each billed as read); offset/limit only cut the returned slice."""
+        values: dict[str, Any] = {
+            ":pk": _s(f"user#{user_id}"),
+            ":lo": _s(_usage_sort_key(since, "") if since is not None else "0"),
+            ":hi": _s(_usage_sort_key(until, "") + "$" if until is not None else "~"),
+        }
+        filters = []
+        if since is not None:
+            filters.append("created_at >= :since")
+            values[":since"] = _n(since)
+        if until is not None:
+            filters.append("created_at < :until")
+            values[":until"] = _n(until)
+        if model:
+            filters.append("model = :model")
+            values[":model"] = _s(model)
+        items = self._query("usage", "pk = :pk AND sk BETWEEN :lo AND :hi", values,
+                            filter=" AND ".join(filters) or None, newest_first=True)
+        records = [_decode(UsageRecord, i) for i in items]
+        return UsagePage(
+            total=len(records),
+            records=records[offset:offset + limit],
+            cost=sum(r.cost for r in records),
+            input_tokens=sum(r.input_tokens + r.cache_read_tokens + r.cache_write_tokens for r in records),
+            output_tokens=sum(r.output_tokens for r in records),
+            requests=len(records),
+        )
+
+    # catalog overrides -----------------------------------------------------------------------
+    def catalog_version(self) -> int:
+        item = self._get("catalog", {"pk": _s("meta"), "sk": _s("version")})
+        return int(item["version"]["N"]) if item else 0
+
+    def get_catalog_overrides(self) -> dict[str, dict[str, dict[str, Any]]]:
+        out: dict[str, dict[str, dict[str, Any]]] = {"models": {}, "tiers": {}}
+        for page in self._client.get_paginator("scan").paginate(
+            TableName=self.tables["catalog"], ConsistentRead=True
+        ):
+            for item in page["Items"]:
+                kind = item["pk"]["S"]
+                if kind in out:
+                    out[kind][item["sk"]["S"]] = {
+                        k[2:]: json.loads(v["S"]) for k, v in item.items() if k.startswith("f_")
+                    }
+        return out
+
+    def set_model_override(self, model: str, fields: dict[str, Any]) -> None:
+        self._set_override("models", model, fields)
+
+    def set_tier_override(self, tier: str, fields: dict[str, Any]) -> None:
+        self._set_override("tiers", tier, fields)
+
+    def _set_override(self, kind: str, name: str, fields: dict[str, Any]) -> None:
+        """Merge `fields` into the override (one attribute per field) and bump the version, atomically."""
+        expr = _Update()
+        expr.set("updated_at", time.time())
+        for field, value in fields.items():
+            expr.set("f_" + field, json.dumps(value))
+        table = self.tables["catalog"]
+        reasons = self._transact([
+            {"Update": {"TableName": table, "Key": {"pk": _s(kind), "sk": _s(name)}, **expr.params()}},
+            {"Update": {"TableName": table, "Key": {"pk": _s("meta"), "sk": _s("version")},
+                        "UpdateExpression": "ADD version :one", "ExpressionAttributeValues": {":one": _n(1)}}},
+        ])
+        if reasons is not None:
+            raise StoreError("catalog override was not written")
+
+    # plumbing --------------------------------------------------------------------------------
+    def _window_open_guess(self, counter: Counter, now: float) -> bool:
+        start = self._windows.get(counter.counter_id)
+        return start is not None and now < start + counter.window
+
+    def _counter_item(self, counter: Counter, now: float, opens: bool) -> dict[str, Any]:
+        base = {"TableName": self.tables["counters"], "Key": {"counter_id": _s(counter.counter_id)},
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+        cutoff = _n(now - counter.window)
+        if opens:
+            return {"Update": {
+                **base,
+                "UpdateExpression": "SET window_start = :now, hits = :one, expires_at = :ttl",
+                "ConditionExpression": "attribute_not_exists(counter_id) OR window_start <= :cutoff",
+                "ExpressionAttributeValues": {
+                    ":now": _n(now), ":one": _n(1), ":cutoff": cutoff,
+                    ":ttl": _n(int(now + counter.window + _COUNTER_TTL_SLACK)),
+                },
+            }}
+        return {"Update": {
+            **base,
+            "UpdateExpression": "ADD hits :one",
+            "ConditionExpression": "window_start > :cutoff AND hits < :limit",
+            "ExpressionAttributeValues": {":one": _n(1), ":cutoff": cutoff, ":limit": _n(counter.limit)},
+        }}
+
+    def _transact(self, items: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """Run one transaction. None when it committed; the cancellation reasons when a condition
+        failed. Conflicts and throttling are retried with bounded exponential backoff."""
+        from botocore.exceptions import ClientError
+
+        for attempt in range(_MAX_ATTEMPTS):
+            try:
+                self._client.transact_write_items(TransactItems=items)
+                return None
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                reasons = exc.response.get("CancellationReasons") or []
+                codes = {r.get("Code") for r in reasons}
+                if code == "TransactionCanceledException" and "ConditionalCheckFailed" in codes:
+                    return reasons
+                if code in _RETRYABLE or (code == "TransactionCanceledException" and codes & _RETRYABLE):
+                    _backoff(attempt)
+                    continue
+                raise
+        raise StoreError("store busy: transaction kept conflicting")
+
+    def _get(self, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        return self._client.get_item(TableName=self.tables[table], Key=key, ConsistentRead=True).get("Item")
+
+    def _key_at(self, pointer: dict[str, Any] | None) -> Key | None:
+        if pointer is None:
+            return None
+        item = self._get("keys", _key_address(pointer["user_id"]["S"], pointer["key_id"]["S"]))
+        return _decode(Key, item) if item else None
+
+    def _update(self, table: str, key: dict[str, Any], expr: "_Update", condition: str,
+                missing: StoreError) -> dict[str, Any]:
+        try:
+            return self._client.update_item(
+                TableName=self.tables[table], Key=key, ConditionExpression=condition, ReturnValues="ALL_NEW",
+                **expr.params(),
+            )["Attributes"]
+        except self._client.exceptions.ConditionalCheckFailedException:
+            raise missing from None
+
+    def _query(self, table: str, key_condition: str, values: dict[str, Any], *, filter: str | None = None,
+               newest_first: bool = False) -> Iterator[dict[str, Any]]:
+        params: dict[str, Any] = {
+            "TableName": self.tables[table], "KeyConditionExpression": key_condition,
+            "ExpressionAttributeValues": values, "ConsistentRead": True, "ScanIndexForward": not newest_first,
+        }
+        if filter:
+            params["FilterExpression"] = filter
+        for page in self._client.get_paginator("query").paginate(**params):
+            yield from page["Items"]
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+_client_lock = threading.Lock()
+
+
+def _new_client() -> Any:
+    """A DynamoDB client from boto3's own settings (region, credentials, AWS_ENDPOINT_URL_DYNAMODB)."""
+    import boto3
+    from botocore.config import Config
+
+    with _client_lock:  # boto3 sessions are not safe to create from several threads at once
+        session = boto3.session.Session()
+    return session.client(
+        "dynamodb",
+        config=Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3, read_timeout=10,
+                      tcp_keepalive=True, max_pool_connections=32),
+    )
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(0.5, 0.01 * 2 ** attempt) * random.uniform(0.5, 1.0))
+
+
+def _failed(reason: dict[str, Any]) -> bool:
+    return reason.get("Code") == "ConditionalCheckFailed"
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: int | float) -> dict[str, str]:
+    if isinstance(value, float):
+        text = repr(value)
+        return {"N": text if "e" not in text and "inf" not in text else format(value, "f")}
+    return {"N": str(int(value))}
+
+
+def _value(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, (int, float)):
+        return _n(value)
+    if isinstance(value, list):
+        return {"L": [_s(str(v)) for v in value]}
+    return _s(str(value))
+
+
+def _encode(values: dict[str, Any]) -> dict[str, Any]:
+    """A record's fields as DynamoDB attributes; None is left out (absent means null)."""
+    return {k: _value(v) for k, v in values.items() if v is not None}
+
+
+def _decode(cls: type, item: dict[str, Any]) -> Any:
+    kwargs: dict[str, Any] = {}
+    for f in dc_fields(cls):
+        raw = item.get(f.name)
+        if raw is None or "NULL" in raw:
+            continue
+        if "N" in raw:
+            kwargs[f.name] = float(raw["N"]) if "float" in str(f.type) else int(raw["N"])
+        elif "BOOL" in raw:
+            kwargs[f.name] = raw["BOOL"]
+        elif "L" in raw:
+            kwargs[f.name] = [v["S"] for v in raw["L"]]
+        else:
+            kwargs[f.name] = raw["S"]
+    return cls(**kwargs)
+
+
+def _put(table: str, item: dict[str, Any], condition: str | None = None) -> dict[str, Any]:
+    put: dict[str, Any] = {"TableName": table, "Item": item}
+    if condition:
+        put["ConditionExpression"] = condition
+    return {"Put": put}
+
+
+def _key_address(user_id: str, key_id: str) -> dict[str, Any]:
+    return {"pk": _s(f"user#{user_id}"), "sk": _s(f"key#{key_id}")}
+
+
+def _hash_address(key_hash: str) -> dict[str, Any]:
+    return {"pk": _s(f"hash#{key_hash}"), "sk": _s("hash")}
+
+
+def _id_address(key_id: str) -> dict[str, Any]:
+    return {"pk": _s(f"keyid#{key_id}"), "sk": _s("keyid")}
+
+
+def _usage_sort_key(created_at: float, request_id: str) -> str:
+    """Sorts like (created_at, request_id): zero-padded fixed-point time, then the id."""
+    return f"{created_at:020.6f}#{request_id}"
+
+
+class _Update:
+    """SET/REMOVE/ADD clauses with placeholder names, so any attribute name is safe."""
+
+    def __init__(self) -> None:
+        self.sets: list[str] = []
+        self.removes: list[str] = []
+        self.adds: list[str] = []
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+
+    def _name(self, attr: str) -> str:
+        token = f"#a{len(self.names)}"
+        self.names[token] = attr
+        return token
+
+    def set(self, attr: str, value: Any) -> None:
+        name = self._name(attr)
+        if value is None:
+            self.removes.append(name)
+        else:
+            self.values[f":v{len(self.values)}"] = _value(value)
+            self.sets.append(f"{name} = :v{len(self.values) - 1}")
+
+    def add(self, attr: str, amount: int) -> None:
+        name = self._name(attr)
+        self.values[f":v{len(self.values)}"] = _n(amount)
+        self.adds.append(f"{name} :v{len(self.values) - 1}")
+
+    def params(self) -> dict[str, Any]:
+        parts = []
+        if self.sets:
+            parts.append("SET " + ", ".join(self.sets))
+        if self.removes:
+            parts.append("REMOVE " + ", ".join(self.removes))
+        if self.adds:
+            parts.append("ADD " + ", ".join(self.adds))
+        out: dict[str, Any] = {"UpdateExpression": " ".join(parts), "ExpressionAttributeNames": self.names}
+        if self.values:
+            out["ExpressionAttributeValues"] = self.values
+        return out
+
+
+def _check_fields(fields: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = set(fields) - set(allowed)
+    if unknown:
+        raise ValueError(f"cannot update {sorted(unknown)}")

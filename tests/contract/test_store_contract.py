@@ -1,0 +1,401 @@
+"""The Store contract, run against every adapter: SQLite and DynamoDB (moto, one request at a time).
+
+Each test states one guarantee of store/base.py. Concurrency tests use threads that each open their
+own store (their own connection or boto3 client), as separate processes or Lambda containers would.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from llm_gateway.store import AlreadyExists, KeyCapReached, NotFound, open_store
+from llm_gateway.store.base import Counter, Key, UsageRecord, User
+from tests.dynamo import table_prefix
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'contract.db'}"
+    request.getfixturevalue("moto_dynamodb")
+    return f"dynamodb://{table_prefix()}"
+
+
+@pytest.fixture
+def store(store_url):
+    s = open_store(store_url)
+    s.init()
+    return s
+
+
+def fresh(store_url: str):
+    """Another process's view of the same store."""
+    return open_store(store_url)
+
+
+def make_user(store, balance: int = 1_000_000, **kw) -> str:
+    user_id = "u-" + uuid.uuid4().hex[:8]
+    store.create_user(User(user_id=user_id, balance=balance, created_at=NOW, **kw))
+    return user_id
+
+
+def make_key(store, user_id: str, max_keys: int | None = None, **kw) -> Key:
+    key_id = "key_" + uuid.uuid4().hex[:12]
+    return store.create_key(
+        Key(key_id=key_id, key_hash="h" + uuid.uuid4().hex, user_id=user_id, key_hint="sk-abcde...wxyz",
+            created_at=kw.pop("created_at", NOW), **kw),
+        max_keys=max_keys,
+    )
+
+
+def record(user_id: str, key_id: str, *, reserved: int, cost: int, request_id: str | None = None,
+           model: str = "m", created_at: float = NOW, **kw) -> UsageRecord:
+    return UsageRecord(request_id=request_id or "req_" + uuid.uuid4().hex, user_id=user_id, key_id=key_id,
+                       model=model, created_at=created_at, reserved=reserved, cost=cost, **kw)
+
+
+def in_threads(n: int, fn) -> list:
+    barrier = threading.Barrier(n)
+
+    def run(i):
+        barrier.wait()
+        return fn(i)
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(run, range(n)))
+
+
+# --- users and keys -------------------------------------------------------------------------------
+
+def test_init_is_idempotent(store):
+    store.init()
+    assert store.count_users() == 0
+
+
+def test_user_round_trip(store):
+    user_id = make_user(store, balance=5, tier="vip", membership_expire_at=NOW + 10.5)
+    user = store.get_user(user_id)
+    assert (user.tier, user.balance, user.membership_expire_at, user.created_at, user.key_count) == (
+        "vip", 5, NOW + 10.5, NOW, 0)
+    assert store.get_user("nobody") is None
+    assert store.count_users() == 1
+
+
+def test_creating_an_existing_user_is_refused(store):
+    user_id = make_user(store)
+    with pytest.raises(AlreadyExists):
+        store.create_user(User(user_id=user_id))
+
+
+def test_update_user_sets_and_clears_fields(store):
+    user_id = make_user(store, membership_expire_at=NOW)
+    user = store.update_user(user_id, tier="premium", membership_expire_at=None)
+    assert (user.tier, user.membership_expire_at) == ("premium", None)
+    assert store.get_user(user_id).tier == "premium"
+    with pytest.raises(NotFound):
+        store.update_user("nobody", tier="vip")
+
+
+def test_add_balance(store):
+    user_id = make_user(store, balance=100)
+    assert store.add_balance(user_id, 50).balance == 150
+    assert store.add_balance(user_id, -200).balance == -50
+    with pytest.raises(NotFound):
+        store.add_balance("nobody", 1)
+
+
+def test_key_round_trip_by_hash_and_id(store):
+    user_id = make_user(store)
+    key = make_key(store, user_id, remark="r", permissions=["gpt-4*", "mock-gpt"], rpm=7, max_fee=900,
+                   expired_at=NOW + 60, is_admin=True)
+    for found in (store.get_key_by_hash(key.key_hash), store.get_key(key.key_id)):
+        assert found == key
+        assert (found.permissions, found.rpm, found.max_fee, found.is_admin, found.used_times) == (
+            ["gpt-4*", "mock-gpt"], 7, 900, True, 0)
+    assert store.get_key_by_hash("nope") is None
+    assert store.get_key("key_nope") is None
+    assert store.get_user(user_id).key_count == 1
+
+
+def test_list_keys_oldest_first(store):
+    user_id = make_user(store)
+    other = make_user(store)
+    second = make_key(store, user_id, created_at=NOW + 1)
+    first = make_key(store, user_id, created_at=NOW)
+    make_key(store, other)
+    assert [k.key_id for k in store.list_keys(user_id)] == [first.key_id, second.key_id]
+    assert store.list_keys("nobody") == []
+
+
+def test_update_key_sets_and_clears_fields(store):
+    user_id = make_user(store)
+    key = make_key(store, user_id, rpm=5, max_fee=10)
+    updated = store.update_key(key.key_id, remark="x", permissions=[], rpm=None, is_disabled=True, max_fee=None)
+    assert (updated.remark, updated.permissions, updated.rpm, updated.is_disabled, updated.max_fee) == (
+        "x", [], None, True, None)
+    assert store.get_key_by_hash(key.key_hash).is_disabled is True
+    with pytest.raises(NotFound):
+        store.update_key("key_nope", remark="x")
+    with pytest.raises(ValueError):
+        store.update_key(key.key_id, user_id="someone-else")
+
+
+def test_delete_key_frees_its_slot_and_its_hash(store):
+    user_id = make_user(store)
+    key = make_key(store, user_id)
+    store.delete_key(key.key_id)
+    assert store.get_key(key.key_id) is None
+    assert store.get_key_by_hash(key.key_hash) is None
+    assert store.list_keys(user_id) == []
+    assert store.get_user(user_id).key_count == 0
+    with pytest.raises(NotFound):
+        store.delete_key(key.key_id)
+
+
+def test_key_for_a_missing_user_is_refused(store):
+    with pytest.raises(NotFound):
+        make_key(store, "nobody")
+
+
+def test_key_cap(store):
+    user_id = make_user(store)
+    make_key(store, user_id, max_keys=2)
+    make_key(store, user_id, max_keys=2)
+    with pytest.raises(KeyCapReached):
+        make_key(store, user_id, max_keys=2)
+    assert store.get_user(user_id).key_count == 2
+    assert len(store.list_keys(user_id)) == 2
+
+
+def test_key_cap_holds_under_concurrent_creation(store, store_url):
+    user_id = make_user(store)
+
+    def create(i):
+        try:
+            make_key(fresh(store_url), user_id, max_keys=3)
+            return True
+        except KeyCapReached:
+            return False
+
+    assert sum(in_threads(8, create)) == 3
+    assert store.get_user(user_id).key_count == 3
+
+
+def test_duplicate_key_hash_is_refused(store):
+    user_id = make_user(store)
+    key = make_key(store, user_id)
+    with pytest.raises(AlreadyExists):
+        store.create_key(Key(key_id="key_other", key_hash=key.key_hash, user_id=user_id, key_hint="x"))
+    assert store.get_user(user_id).key_count == 1
+
+
+# --- admission ------------------------------------------------------------------------------------
+
+def test_admit_counts_up_to_the_limit_then_refuses_with_retry_after(store):
+    user_id = make_user(store)
+    counter = Counter("rpm:" + user_id, limit=2)
+    assert store.admit(user_id, None, [counter], 0, NOW).ok
+    assert store.admit(user_id, None, [counter], 0, NOW + 10).ok
+    refused = store.admit(user_id, None, [counter], 0, NOW + 20.5)
+    assert (refused.ok, refused.refused, refused.counter_id, refused.retry_after) == (
+        False, "rate", counter.counter_id, 40)
+
+
+def test_window_resets_after_expiry(store):
+    user_id = make_user(store)
+    counter = Counter("rpm:" + user_id, limit=1)
+    assert store.admit(user_id, None, [counter], 0, NOW).ok
+    assert not store.admit(user_id, None, [counter], 0, NOW + 59).ok
+    assert store.admit(user_id, None, [counter], 0, NOW + 60).ok
+    assert not store.admit(user_id, None, [counter], 0, NOW + 61).ok
+    assert store.admit(user_id, None, [counter], 0, NOW + 121).ok
+
+
+def test_window_state_is_shared_between_processes(store, store_url):
+    user_id = make_user(store)
+    counter = Counter("rpm:" + user_id, limit=2)
+    assert store.admit(user_id, None, [counter], 0, NOW).ok
+    assert fresh(store_url).admit(user_id, None, [counter], 0, NOW + 1).ok
+    refused = store.admit(user_id, None, [counter], 0, NOW + 2)
+    assert (refused.refused, refused.retry_after) == ("rate", 58)
+
+
+def test_second_counter_refusal_names_it_and_counts_nothing(store):
+    user_id = make_user(store)
+    model = Counter("rpm:m:" + user_id, limit=10)
+    key = Counter("rpm-key:" + user_id, limit=1)
+    assert store.admit(user_id, None, [model, key], 0, NOW).ok
+    refused = store.admit(user_id, None, [model, key], 0, NOW + 1)
+    assert (refused.refused, refused.counter_id) == ("rate", key.counter_id)
+    # the model counter did not count the refused request: 9 more fit in its window
+    for i in range(9):
+        assert store.admit(user_id, None, [model], 0, NOW + 2 + i).ok
+    assert not store.admit(user_id, None, [model], 0, NOW + 20).ok
+
+
+def test_admit_reserves_from_balance_and_key(store):
+    user_id = make_user(store, balance=1000)
+    key = make_key(store, user_id, max_fee=500)
+    assert store.admit(user_id, key.key_id, [Counter("c:" + user_id, 5)], 300, NOW).ok
+    assert store.get_user(user_id).balance == 700
+    stored = store.get_key(key.key_id)
+    assert (stored.held, stored.fee_remaining()) == (300, 200)
+
+
+def test_funds_refusal_holds_nothing_and_counts_nothing(store):
+    user_id = make_user(store, balance=100)
+    counter = Counter("c:" + user_id, limit=1)
+    refused = store.admit(user_id, None, [counter], 101, NOW)
+    assert (refused.ok, refused.refused) == (False, "funds_user")
+    assert store.get_user(user_id).balance == 100
+    assert store.admit(user_id, None, [counter], 100, NOW + 1).ok  # the slot was still free
+    assert store.get_user(user_id).balance == 0
+
+
+def test_key_max_fee_refuses_beyond_the_cap(store):
+    user_id = make_user(store, balance=10_000)
+    key = make_key(store, user_id, max_fee=500)
+    assert store.admit(user_id, key.key_id, [], 400, NOW).ok
+    refused = store.admit(user_id, key.key_id, [Counter("c:" + user_id, 5)], 101, NOW)
+    assert (refused.ok, refused.refused) == (False, "funds_key")
+    assert store.get_user(user_id).balance == 9_600
+    assert store.get_key(key.key_id).held == 400
+    assert store.admit(user_id, key.key_id, [], 100, NOW).ok
+
+
+def test_raising_a_keys_max_fee_admits_again(store):
+    user_id = make_user(store, balance=10_000)
+    key = make_key(store, user_id, max_fee=100)
+    assert store.admit(user_id, key.key_id, [], 100, NOW).ok
+    assert store.settle(record(user_id, key.key_id, reserved=100, cost=100))
+    assert store.admit(user_id, key.key_id, [], 1, NOW).refused == "funds_key"
+    store.update_key(key.key_id, max_fee=150)
+    assert store.admit(user_id, key.key_id, [], 50, NOW).ok
+    store.update_key(key.key_id, max_fee=None)
+    assert store.admit(user_id, key.key_id, [], 5_000, NOW).ok
+
+
+def test_rate_refusal_holds_no_money(store):
+    user_id = make_user(store, balance=1000)
+    key = make_key(store, user_id, max_fee=1000)
+    counter = Counter("c:" + user_id, limit=1)
+    assert store.admit(user_id, key.key_id, [counter], 100, NOW).ok
+    assert store.admit(user_id, key.key_id, [counter], 100, NOW + 1).refused == "rate"
+    assert store.get_user(user_id).balance == 900
+    assert store.get_key(key.key_id).held == 100
+
+
+def test_zero_reserve_needs_no_funds(store):
+    user_id = make_user(store, balance=0)
+    assert store.admit(user_id, None, [Counter("c:" + user_id, 1)], 0, NOW).ok
+
+
+def test_concurrent_hits_admit_exactly_the_limit(store, store_url):
+    user_id = make_user(store)
+    counter = Counter("rpm:" + user_id, limit=5)
+    results = in_threads(12, lambda i: fresh(store_url).admit(user_id, None, [counter], 0, NOW + i * 0.01))
+    assert sum(r.ok for r in results) == 5
+    assert all(r.refused == "rate" for r in results if not r.ok)
+
+
+def test_balance_never_goes_below_zero_under_concurrent_reservations(store, store_url):
+    user_id = make_user(store, balance=1_000)
+    results = in_threads(10, lambda i: fresh(store_url).admit(user_id, None, [], 300, NOW))
+    assert sum(r.ok for r in results) == 3
+    assert store.get_user(user_id).balance == 100
+
+
+def test_key_cap_on_spend_holds_under_concurrent_reservations(store, store_url):
+    user_id = make_user(store, balance=100_000)
+    key = make_key(store, user_id, max_fee=1_000)
+    results = in_threads(8, lambda i: fresh(store_url).admit(user_id, key.key_id, [], 250, NOW))
+    assert sum(r.ok for r in results) == 4
+    assert store.get_key(key.key_id).held == 1_000
+    assert store.get_user(user_id).balance == 99_000
+
+
+# --- settlement -----------------------------------------------------------------------------------
+
+def test_settle_moves_reservation_to_cost_and_records_usage(store):
+    user_id = make_user(store, balance=1000)
+    key = make_key(store, user_id, max_fee=800)
+    assert store.admit(user_id, key.key_id, [], 300, NOW).ok
+    assert store.settle(record(user_id, key.key_id, reserved=300, cost=120, input_tokens=10, output_tokens=5))
+    assert store.get_user(user_id).balance == 880
+    stored = store.get_key(key.key_id)
+    assert (stored.held, stored.used_fee, stored.used_times, stored.used_at, stored.fee_remaining()) == (
+        0, 120, 1, NOW, 680)
+
+
+def test_settle_is_exactly_once(store):
+    user_id = make_user(store, balance=1000)
+    key = make_key(store, user_id)
+    assert store.admit(user_id, key.key_id, [], 300, NOW).ok
+    rec = record(user_id, key.key_id, reserved=300, cost=100)
+    assert store.settle(rec) is True
+    assert store.settle(rec) is False
+    replay = record(user_id, key.key_id, reserved=300, cost=250, request_id=rec.request_id, created_at=NOW + 5)
+    assert store.settle(replay) is False
+    assert store.get_user(user_id).balance == 900
+    assert store.get_key(key.key_id).used_times == 1
+    assert store.list_usage(user_id).total == 1
+
+
+def test_concurrent_replays_settle_once(store, store_url):
+    user_id = make_user(store, balance=1000)
+    key = make_key(store, user_id)
+    assert store.admit(user_id, key.key_id, [], 300, NOW).ok
+    rec = record(user_id, key.key_id, reserved=300, cost=100)
+    assert sum(in_threads(6, lambda i: fresh(store_url).settle(rec))) == 1
+    assert store.get_user(user_id).balance == 900
+
+
+def test_cost_beyond_reservation_may_take_balance_below_zero(store):
+    user_id = make_user(store, balance=100)
+    key = make_key(store, user_id)
+    assert store.admit(user_id, key.key_id, [], 100, NOW).ok
+    assert store.settle(record(user_id, key.key_id, reserved=100, cost=130))
+    assert store.get_user(user_id).balance == -30
+
+
+def test_usage_listing_newest_first_with_filters_and_sums(store):
+    user_id = make_user(store)
+    key = make_key(store, user_id)
+    other = make_user(store)
+    for i in range(5):
+        store.settle(record(user_id, key.key_id, reserved=0, cost=10 * (i + 1), created_at=NOW + i,
+                            model="a" if i % 2 == 0 else "b", input_tokens=1, cache_read_tokens=2,
+                            output_tokens=3, route="/v1/chat/completions", latency_ms=7))
+    store.settle(record(other, key.key_id, reserved=0, cost=999, created_at=NOW))
+    page = store.list_usage(user_id, limit=2)
+    assert (page.total, page.requests, page.cost, page.input_tokens, page.output_tokens) == (5, 5, 150, 15, 15)
+    assert [r.created_at for r in page.records] == [NOW + 4, NOW + 3]
+    first = page.records[0]
+    assert (first.model, first.route, first.latency_ms, first.status, first.cost) == (
+        "a", "/v1/chat/completions", 7, "ok", 50)
+    assert [r.created_at for r in store.list_usage(user_id, offset=3, limit=10).records] == [NOW + 1, NOW]
+    assert store.list_usage(user_id, since=NOW + 1, until=NOW + 3).total == 2
+    by_model = store.list_usage(user_id, model="a")
+    assert (by_model.total, by_model.cost) == (3, 90)
+    assert store.list_usage("nobody").total == 0
+
+
+# --- catalog overrides ----------------------------------------------------------------------------
+
+def test_catalog_overrides_merge_and_bump_the_version(store):
+    assert store.catalog_version() == 0
+    assert store.get_catalog_overrides() == {"models": {}, "tiers": {}}
+    store.set_model_override("m1", {"provider": "mock", "input": "1.5", "rpm": {"vip": 9}})
+    store.set_model_override("m1", {"output": "3"})
+    store.set_tier_override("vip", {"multiplier": "0.9"})
+    assert store.catalog_version() == 3
+    assert store.get_catalog_overrides() == {
+        "models": {"m1": {"provider": "mock", "input": "1.5", "rpm": {"vip": 9}, "output": "3"}},
+        "tiers": {"vip": {"multiplier": "0.9"}},
+    }
