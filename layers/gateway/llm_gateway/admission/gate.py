@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from ..billing.cost import estimate_micros
-from ..catalog import CatalogSource, ModelSpec
+from ..catalog import Catalog, CatalogSource, ModelSpec
 from ..errors import GatewayError
 from ..money import format_micros
 from ..store.base import Counter, Store
@@ -79,20 +79,11 @@ class Gate:
         multiplier = catalog.multiplier(caller.tier)
         output_cap = max_output_tokens if max_output_tokens and max_output_tokens > 0 else spec.max_output_tokens
         reserve = 0 if spec.prices.free else estimate_micros(spec.prices, input_tokens, output_cap, multiplier)
-        counters = [Counter(f"rpm:{caller.user_id}:{spec.name}", catalog.rpm(spec, caller.tier))]
-        if caller.key.rpm is not None:
-            counters.append(Counter(f"rpm-key:{caller.key.key_id}", caller.key.rpm))
+        counters = _model_counters(caller, spec, catalog)
         result = self.store.admit(caller.user_id, caller.key.key_id, counters, reserve, time.time())
         if not result.ok:
             if result.refused == "rate":
-                which = "this API key" if (result.counter_id or "").startswith("rpm-key:") else (
-                    f"model '{spec.name}' on the {caller.tier} tier"
-                )
-                raise GatewayError(
-                    "rate_limited",
-                    f"Rate limit reached for {which}; retry in {result.retry_after} s.",
-                    headers={"Retry-After": str(result.retry_after)},
-                )
+                raise _model_rate_limited(caller, spec, result.counter_id, result.retry_after)
             if result.refused == "funds_key":
                 raise GatewayError(
                     "insufficient_balance",
@@ -112,6 +103,14 @@ class Gate:
             multiplier=multiplier,
         )
 
+    def hit_model(self, caller: Caller, spec: ModelSpec) -> None:
+        """A free call to a model (token counting): it counts against the model's and the key's
+        rate limits like any call, and reserves nothing."""
+        counters = _model_counters(caller, spec, self.catalogs.current())
+        result = self.store.admit(caller.user_id, caller.key.key_id, counters, 0, time.time())
+        if not result.ok:
+            raise _model_rate_limited(caller, spec, result.counter_id, result.retry_after)
+
     def hit(self, caller: Caller, counter_id: str, limit: int, window: float) -> None:
         """A plain rate-limit hit with no money involved (platform routes' per-user limits)."""
         result = self.store.admit(caller.user_id, None, [Counter(counter_id, limit, window)], 0, time.time())
@@ -121,3 +120,22 @@ class Gate:
                 f"Too many requests; retry in {result.retry_after} s.",
                 headers={"Retry-After": str(result.retry_after)},
             )
+
+
+def _model_counters(caller: Caller, spec: ModelSpec, catalog: Catalog) -> list[Counter]:
+    """One counter per (user, model) at the effective tier's limit, one per key with its own rpm."""
+    counters = [Counter(f"rpm:{caller.user_id}:{spec.name}", catalog.rpm(spec, caller.tier))]
+    if caller.key.rpm is not None:
+        counters.append(Counter(f"rpm-key:{caller.key.key_id}", caller.key.rpm))
+    return counters
+
+
+def _model_rate_limited(caller: Caller, spec: ModelSpec, counter_id: str | None, retry_after: int) -> GatewayError:
+    which = "this API key" if (counter_id or "").startswith("rpm-key:") else (
+        f"model '{spec.name}' on the {caller.tier} tier"
+    )
+    return GatewayError(
+        "rate_limited",
+        f"Rate limit reached for {which}; retry in {retry_after} s.",
+        headers={"Retry-After": str(retry_after)},
+    )

@@ -181,3 +181,26 @@ def loose_time(body: dict[str, Any], name: str) -> float | None:
     if not math.isfinite(value) or value < 0:
         raise invalid(f"Invalid value for '{name}': expected an ISO-8601 time.", name)
     return value / 1000 if value > 1e11 else float(value)
+
+
+def loose_float(body: dict[str, Any], name: str) -> float | None:
+    """A number that form bodies send as text."""
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise invalid(f"Invalid type for '{name}': expected a number.", name)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            raise invalid(f"Invalid type for '{name}': expected a number.", name) from None
+    if not isinstance(value, (int, float)):
+        raise invalid(f"Invalid type for '{name}': expected a number.", name)
+    return value
+
+
+def is_form(request: Request) -> bool:
+    """Whether the body is form-encoded or multipart (its values then arrive as text)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return content_type in ("application/x-www-form-urlencoded", "multipart/form-data")

@@ -1,4 +1,9 @@
-"""The chat family: `POST /v1/chat/completions`."""
+"""The chat family: `/v1/chat/completions`, `/v1/completions` and `/v1/claude/web/completion`.
+
+Every route here answers in OpenAI's shapes, whatever serves the model: an OpenAI-wire upstream is
+forwarded to, a Claude model is translated (`http.translated`), and a serialized model (`claude-2-web`)
+first has its messages joined into one.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,14 @@ from starlette.responses import Response
 from .. import tokens
 from ..admission.keys import Caller
 from ..catalog import ModelSpec
-from ..errors import GatewayError, invalid
+from ..errors import invalid
 from ..runtime import Runtime
-from .body import field, parse_body, positive_int
+from ..translate.legacy import serialized_chat
+from .body import field, is_form, loose_bool, loose_float, loose_int, parse_body, positive_int
 from .calls import Plan, serve_call
 from .deps import caller, runtime
 from .passthrough import OpenAIPassthrough
+from .translated import claude_chat_plan, completions_plan
 
 router = APIRouter()
 
@@ -52,8 +59,8 @@ def validate_chat(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]], bool
 
 def chat_plan(spec: ModelSpec, body: dict[str, Any], stream: bool) -> Plan:
     """The plan that serves an OpenAI chat request with `spec`'s upstream."""
-    if spec.family == "anthropic" or spec.serialize_messages:
-        raise GatewayError("upstream_error", f"Claude models are not yet supported on this route ({spec.name}).")
+    if spec.family == "anthropic":
+        return claude_chat_plan(spec, body, stream)
     return OpenAIPassthrough(body, spec.upstream_model, stream)
 
 
@@ -66,17 +73,107 @@ async def chat_completions(
     request: Request, who: Caller = Depends(caller), rt: Runtime = Depends(runtime)
 ) -> Response:
     body = await parse_body(request, rt.settings.max_body_bytes, forms=False)
+    return await serve_chat(request, rt, who, body, route="chat")
+
+
+async def serve_chat(request: Request, rt: Runtime, who: Caller, body: dict[str, Any], *, route: str) -> Response:
+    """A chat request, validated, planned for its model and served."""
     model, _, stream = validate_chat(body)
     spec = rt.gate.model_for(who, model)
     if spec.endpoint == "completions":
         raise invalid(
             f"'{model}' is not a chat model: call it through /v1/completions.", "model"
         )
+    if spec.serialize_messages:
+        body = serialized_chat(body)
     plan = chat_plan(spec, body, stream)
     return await serve_call(
         request, rt, who, spec, plan,
-        route="chat",
+        route=route,
         stream=stream,
         input_tokens=chat_input_tokens(spec, body),
-        max_output_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
+        max_output_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or plan.body.get("max_tokens"),
     )
+
+
+# Fields of a form-encoded legacy request that arrive as text and travel upstream as JSON values.
+_FORM_INTS = ("max_tokens", "n", "logprobs", "best_of", "seed")
+_FORM_NUMBERS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+_FORM_BOOLS = ("stream", "echo")
+
+
+def _typed(body: dict[str, Any]) -> dict[str, Any]:
+    out = dict(body)
+    for names, read in ((_FORM_INTS, loose_int), (_FORM_NUMBERS, loose_float), (_FORM_BOOLS, loose_bool)):
+        for name in names:
+            if name in out:
+                value = read(out, name)
+                if value is None:
+                    del out[name]
+                else:
+                    out[name] = value
+    return out
+
+
+def validate_completions(body: dict[str, Any]) -> tuple[str, bool]:
+    model = field(body, "model", str, required=True)
+    if not model.strip():
+        raise invalid("Invalid value for 'model': must not be empty.", "model")
+    prompt = field(body, "prompt", (str, list), required=True)
+    if isinstance(prompt, list) and not all(isinstance(p, (str, int)) for p in prompt):
+        raise invalid("Invalid type for 'prompt': expected a string or an array of strings.", "prompt")
+    positive_int(body, "max_tokens")
+    field(body, "temperature", float)
+    field(body, "top_p", float)
+    field(body, "stop", (str, list))
+    field(body, "stream_options", dict)
+    return model, field(body, "stream", bool, default=False)
+
+
+def _prompt_tokens(spec: ModelSpec, prompt: Any) -> int:
+    if isinstance(prompt, list):
+        if all(isinstance(p, int) for p in prompt):
+            return len(prompt)  # already tokens
+        return sum(tokens.count_text(str(p), spec.encoding) for p in prompt)
+    return tokens.count_text(prompt, spec.encoding)
+
+
+@router.post("/v1/completions")
+async def completions(
+    request: Request, who: Caller = Depends(caller), rt: Runtime = Depends(runtime)
+) -> Response:
+    """OpenAI legacy completions, JSON or form-encoded; Claude models answer through chat."""
+    body = await parse_body(request, rt.settings.max_body_bytes)
+    if is_form(request):
+        body = _typed(body)
+    model, stream = validate_completions(body)
+    spec = rt.gate.model_for(who, model)
+    if spec.family == "anthropic" and isinstance(body["prompt"], list) and len(body["prompt"]) > 1:
+        raise invalid(f"'{model}' answers one prompt per request: send 'prompt' as a string.", "prompt")
+    plan = completions_plan(spec, body, stream)
+    return await serve_call(
+        request, rt, who, spec, plan,
+        route="completions",
+        stream=stream,
+        input_tokens=_prompt_tokens(spec, body["prompt"]),
+        max_output_tokens=body.get("max_tokens") or plan.body.get("max_tokens"),
+    )
+
+
+@router.post("/v1/claude/web/completion")
+async def claude_web_completion(
+    request: Request, who: Caller = Depends(caller), rt: Runtime = Depends(runtime)
+) -> Response:
+    """`model`, `prompt`, `stream` (form or JSON), answered as a chat completion."""
+    raw = await parse_body(request, rt.settings.max_body_bytes)
+    prompt = field(raw, "prompt", str, required=True)
+    body = {
+        "model": field(raw, "model", str) or CLAUDE_WEB_MODEL,
+        "messages": [{"role": "user", "content": prompt}],
+        "stream": loose_bool(raw, "stream"),
+    }
+    return await serve_chat(request, rt, who, body, route="claude_web")
+
+
+# The model `/v1/claude/web/completion` serves when the request names none.
+CLAUDE_WEB_MODEL = "claude-2-web"

@@ -1,0 +1,244 @@
+"""Plans for every route × upstream wire pair, composed from the pure translators in `translate/`.
+
+A `TranslatedPlan` is: the upstream request, the upstream's *wire* (which says how to read usage and
+output text from its answers, for billing), the client's *family* (how its events are framed, how
+its stream ends and fails), and a chain of conversions from the upstream's answer to the client's.
+The legacy routes reuse the modern chains and add one stage (`then`), so an answer is never mapped
+by two copies of the same logic; `serve_call` runs every one of them unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any, Callable, Protocol, Sequence
+
+from ..billing.usage import Usage, from_anthropic, from_openai
+from ..catalog import ModelSpec
+from ..errors import GatewayError
+from ..providers.base import Event
+from ..providers.openai import prepare_body
+from ..translate import json_text
+from ..translate.chat_claude import DEFAULT_MAX_TOKENS, ChatChunks, chat_to_messages, message_to_chat
+from ..translate.legacy import (
+    CompletionEvents,
+    TextCompletionChunks,
+    chat_to_text_completion,
+    completion_to_chat,
+    message_to_completion,
+)
+from ..translate.messages_openai import MessageEvents, chat_to_message, messages_to_chat
+from .passthrough import OpenAIPassthrough, _openai_text
+from .sse import OPENAI_DONE, anthropic_error_events, anthropic_event, openai_error_events, openai_event
+
+__all__ = [
+    "TranslatedPlan",
+    "claude_chat_plan",
+    "messages_plan",
+    "complete_plan",
+    "completions_plan",
+    "default_max_tokens",
+]
+
+MESSAGES_PATH = "/v1/messages"
+CHAT_PATH = "/chat/completions"
+
+
+class Stage(Protocol):
+    """One step of a stream's conversion: events in, events out (pure, stateful per stream)."""
+
+    def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]: ...
+    def finish(self) -> list[dict[str, Any]]: ...
+
+
+def default_max_tokens(spec: ModelSpec) -> int:
+    """The output cap sent when the client gave none (the Messages API requires one)."""
+    return min(DEFAULT_MAX_TOKENS, spec.max_output_tokens)
+
+
+# --------------------------------------------------------------------------------------------------
+# wires (what the upstream speaks) and families (what the client speaks)
+
+
+@dataclass(frozen=True)
+class Wire:
+    observe: Callable[[Event, "TranslatedStream"], None]  # usage and text from one stream event
+    read: Callable[[dict[str, Any]], tuple[Usage | None, str]]  # usage and text from a whole answer
+
+
+def _observe_anthropic(event: Event, stream: "TranslatedStream") -> None:
+    kind = event.get("type")
+    if kind == "content_block_delta":
+        delta = event.get("delta") or {}
+        text = delta.get("text") or delta.get("partial_json") or delta.get("thinking")
+        if text:
+            stream.texts.append(text)
+    elif kind == "message_start":
+        stream.usage = from_anthropic((event.get("message") or {}).get("usage"), into=stream.usage)
+    elif kind == "message_delta":
+        stream.usage = from_anthropic(event.get("usage"), into=stream.usage)
+
+
+def _read_anthropic(data: dict[str, Any]) -> tuple[Usage | None, str]:
+    texts = []
+    for block in data.get("content") or ():
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "thinking":
+            texts.append(block.get("thinking") or "")
+        elif kind == "tool_use":
+            texts.append(json_text(block.get("input")))
+    return from_anthropic(data.get("usage")), "".join(texts)
+
+
+def _observe_openai(event: Event, stream: "TranslatedStream") -> None:
+    if event.get("usage"):
+        stream.usage = from_openai(event["usage"])
+    text = _openai_text(event.get("choices"), False)
+    if text:
+        stream.texts.append(text)
+
+
+def _read_openai(data: dict[str, Any]) -> tuple[Usage | None, str]:
+    return from_openai(data.get("usage")), _openai_text(data.get("choices"), False)
+
+
+ANTHROPIC_WIRE = Wire(_observe_anthropic, _read_anthropic)
+OPENAI_WIRE = Wire(_observe_openai, _read_openai)
+
+
+@dataclass(frozen=True)
+class Family:
+    frame: Callable[[dict[str, Any]], bytes]
+    end: tuple[bytes, ...]
+    fail: Callable[[GatewayError], list[bytes]]
+
+
+OPENAI_CLIENT = Family(openai_event, (OPENAI_DONE,), openai_error_events)
+ANTHROPIC_CLIENT = Family(anthropic_event, (), anthropic_error_events)
+
+
+# --------------------------------------------------------------------------------------------------
+# the plan and its stream translator
+
+
+class TranslatedStream:
+    """`StreamTranslator` for a translated plan: observe the upstream event, convert, frame."""
+
+    def __init__(self, wire: Wire, stages: list[Stage], family: Family) -> None:
+        self.usage: Usage | None = None
+        self.texts: list[str] = []
+        self._observe = wire.observe
+        self._stages = stages
+        self._family = family
+
+    def feed(self, event: Event) -> list[bytes]:
+        self._observe(event, self)
+        events = [event]
+        for stage in self._stages:
+            events = [out for e in events for out in stage.feed(e)] if len(events) != 1 else stage.feed(events[0])
+        frame = self._family.frame
+        return [frame(e) for e in events]
+
+    def finish(self) -> list[bytes]:
+        events: list[dict[str, Any]] = []
+        for stage in self._stages:
+            events = [out for e in events for out in stage.feed(e)] + stage.finish()
+        frame = self._family.frame
+        return [frame(e) for e in events] + list(self._family.end)
+
+    def fail(self, err: GatewayError) -> list[bytes]:
+        return self._family.fail(err)
+
+
+@dataclass(frozen=True)
+class TranslatedPlan:
+    path: str
+    body: dict[str, Any]
+    wire: Wire
+    family: Family
+    convert: Callable[[dict[str, Any]], dict[str, Any]]
+    stages: Sequence[Callable[[], Stage]] = ()
+    headers: dict[str, str] | None = None
+
+    def reply(self, data: dict[str, Any]) -> tuple[dict[str, Any], Usage | None, str]:
+        usage, text = self.wire.read(data)
+        return self.convert(data), usage, text
+
+    def translator(self) -> TranslatedStream:
+        return TranslatedStream(self.wire, [make() for make in self.stages], self.family)
+
+    def then(
+        self,
+        convert: Callable[[dict[str, Any]], dict[str, Any]],
+        stage: Callable[[], Stage],
+        family: Family | None = None,
+    ) -> "TranslatedPlan":
+        """This plan with one more conversion after its own (a legacy shape over a modern one)."""
+        inner = self.convert
+        return replace(
+            self,
+            convert=lambda data: convert(inner(data)),
+            stages=(*self.stages, stage),
+            family=family or self.family,
+        )
+
+
+def _same(data: dict[str, Any]) -> dict[str, Any]:
+    return data
+
+
+# --------------------------------------------------------------------------------------------------
+# plans per route
+
+
+def claude_chat_plan(spec: ModelSpec, chat: dict[str, Any], stream: bool) -> TranslatedPlan:
+    """An OpenAI chat request served by a Claude model."""
+    request = chat_to_messages(chat, model=spec.upstream_model, default_max_tokens=default_max_tokens(spec))
+    options = chat.get("stream_options")
+    include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+    return TranslatedPlan(
+        MESSAGES_PATH,
+        request.body,
+        ANTHROPIC_WIRE,
+        OPENAI_CLIENT,
+        partial(message_to_chat, model=spec.name, json_tool=request.json_tool),
+        (partial(ChatChunks, model=spec.name, include_usage=include_usage, json_tool=request.json_tool),),
+    )
+
+
+def messages_plan(
+    spec: ModelSpec, body: dict[str, Any], stream: bool, *, headers: dict[str, str] | None, input_tokens: int
+) -> TranslatedPlan:
+    """A Messages request: forwarded whole to Claude, translated for an OpenAI-wire model."""
+    if spec.family == "anthropic":
+        return TranslatedPlan(
+            MESSAGES_PATH, {**body, "model": spec.upstream_model}, ANTHROPIC_WIRE, ANTHROPIC_CLIENT, _same,
+            headers=headers,
+        )
+    chat = prepare_body(messages_to_chat(body, model=spec.upstream_model), spec.upstream_model, stream)
+    return TranslatedPlan(
+        CHAT_PATH,
+        chat,
+        OPENAI_WIRE,
+        ANTHROPIC_CLIENT,
+        partial(chat_to_message, model=spec.name),
+        (partial(MessageEvents, model=spec.name, input_tokens=input_tokens),),
+    )
+
+
+def complete_plan(
+    spec: ModelSpec, body: dict[str, Any], stream: bool, *, headers: dict[str, str] | None, input_tokens: int
+) -> TranslatedPlan:
+    """`/v1/complete`, given its request already as a Messages request: Messages, then the legacy shape."""
+    return messages_plan(spec, body, stream, headers=headers, input_tokens=input_tokens).then(
+        partial(message_to_completion, model=spec.name), partial(CompletionEvents, model=spec.name)
+    )
+
+
+def completions_plan(spec: ModelSpec, body: dict[str, Any], stream: bool) -> OpenAIPassthrough | TranslatedPlan:
+    """Legacy OpenAI completions: forwarded to an OpenAI-wire model, through chat for Claude."""
+    if spec.family != "anthropic":
+        return OpenAIPassthrough(body, spec.upstream_model, stream, legacy=True)
+    return claude_chat_plan(spec, completion_to_chat(body), stream).then(chat_to_text_completion, TextCompletionChunks)
