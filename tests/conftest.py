@@ -25,6 +25,7 @@ from llm_gateway.http.app import create_app  # noqa: E402
 from llm_gateway.money import to_micros  # noqa: E402
 from llm_gateway.runtime import Runtime  # noqa: E402
 from llm_gateway.store import open_store  # noqa: E402
+from tests.fakes.anthropic_upstream import ANTHROPIC_OPERATOR_KEY, FakeAnthropic  # noqa: E402
 from tests.fakes.openai_upstream import OPERATOR_KEY, FakeOpenAI  # noqa: E402
 from tests.fakes.server import ServerThread  # noqa: E402
 from tests.dynamo import dynamo_gateway, dynamo_store, moto_dynamodb  # noqa: E402,F401  (DynamoDB fixtures)
@@ -39,15 +40,27 @@ def fake_openai():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def fake_anthropic():
+    fake = FakeAnthropic()
+    server = ServerThread(fake.app()).start()
+    fake.url = server.url
+    yield fake
+    server.stop()
+
+
 class Gateway:
     """The running gateway plus helpers that set up what a test needs, directly in its store."""
 
-    def __init__(self, runtime: Runtime, url: str, fake_openai: FakeOpenAI) -> None:
+    def __init__(
+        self, runtime: Runtime, url: str, fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic | None = None
+    ) -> None:
         self.runtime = runtime
         self.store = runtime.store
         self.url = url
         self.base_url = url + "/v1"
         self.fake_openai = fake_openai
+        self.fake_anthropic = fake_anthropic
 
     def user(self, balance: str = "10", tier: str = "regular", membership_days: float | None = None) -> str:
         user_id = "u-" + uuid.uuid4().hex[:10]
@@ -67,7 +80,8 @@ class Gateway:
         """A fresh catalog model (an override) served by `provider`; prices in USD per 1M tokens."""
         name = "t-" + uuid.uuid4().hex[:10]
         if behavior is not None:
-            self.fake_openai.behaviors[name] = behavior
+            fake = self.fake_anthropic if provider == "anthropic" else self.fake_openai
+            fake.behaviors[name] = behavior
         self.store.set_model_override(name, {"provider": provider, **fields})
         self.runtime.catalogs.refresh()
         return name
@@ -77,16 +91,19 @@ class Gateway:
         self.runtime.catalogs.refresh()
 
 
-def gateway_settings(store_url: str, fake_url: str, **extra: Any) -> Settings:
-    env = {"OPENAI_API_KEY": OPERATOR_KEY, "OPENAI_BASE_URL": fake_url + "/v1", **extra.pop("env", {})}
+def gateway_settings(store_url: str, fake_url: str, anthropic_url: str | None = None, **extra: Any) -> Settings:
+    env = {"OPENAI_API_KEY": OPERATOR_KEY, "OPENAI_BASE_URL": fake_url + "/v1"}
+    if anthropic_url:
+        env.update(ANTHROPIC_API_KEY=ANTHROPIC_OPERATOR_KEY, ANTHROPIC_BASE_URL=anthropic_url)
+    env.update(extra.pop("env", {}))
     return Settings(store_url=store_url, env=env, **extra)
 
 
 @pytest.fixture(scope="session")
-def gateway(tmp_path_factory, fake_openai):
+def gateway(tmp_path_factory, fake_openai, fake_anthropic):
     db = tmp_path_factory.mktemp("store") / "gateway.db"
-    settings = gateway_settings(f"sqlite:///{db}", fake_openai.url, upstream_timeout=5.0)
+    settings = gateway_settings(f"sqlite:///{db}", fake_openai.url, fake_anthropic.url, upstream_timeout=5.0)
     runtime = Runtime.build(settings, open_store(settings.store_url))
     server = ServerThread(create_app(runtime=runtime)).start()
-    yield Gateway(runtime, server.url, fake_openai)
+    yield Gateway(runtime, server.url, fake_openai, fake_anthropic)
     server.stop()
