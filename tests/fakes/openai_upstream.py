@@ -41,6 +41,7 @@ class FakeOpenAI:
     api_key: str = OPERATOR_KEY
     behaviors: dict[str, dict[str, Any]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
+    record: bool = True  # benchmarks turn recording off
 
     def app(self) -> Starlette:
         return Starlette(routes=[
@@ -62,7 +63,8 @@ class FakeOpenAI:
             body = json.loads(raw)
         except ValueError:
             return self._error(400, "We could not parse the JSON body of your request."), {}, {}
-        self.received.append(Received(request.url.path, dict(request.headers), body))
+        if self.record:
+            self.received.append(Received(request.url.path, dict(request.headers), body))
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
             return self._error(401, "Incorrect API key provided: sk-abc***xyz.", "invalid_request_error"), body, {}
         if "model" not in body:

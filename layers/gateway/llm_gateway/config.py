@@ -35,6 +35,8 @@ class Settings:
     cache_ttl: float = 2.0
     log_level: str = "INFO"
     anthropic_version: str = "2023-06-01"
+    # Upstream connection pool: "auto" (aiohttp's pool when installed, except on Lambda), "httpx", "aiohttp".
+    http_transport: str = "auto"
     env: dict = field(default_factory=dict, repr=False, compare=False)
 
     def secret(self, name: str) -> str | None:
@@ -55,6 +57,7 @@ def get_settings() -> Settings:
         cache_ttl=min(_float("GATEWAY_CACHE_TTL", 2.0), 5.0),
         log_level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
         anthropic_version=os.environ.get("ANTHROPIC_VERSION") or "2023-06-01",
+        http_transport=os.environ.get("GATEWAY_HTTP_TRANSPORT") or "auto",
         env=dict(os.environ),
     )
 

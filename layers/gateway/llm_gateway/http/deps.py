@@ -8,11 +8,11 @@ from ..admission.keys import Caller, key_from_headers
 from ..runtime import Runtime
 
 
-def runtime(request: Request) -> Runtime:
+async def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def caller(request: Request) -> Caller:
+async def caller(request: Request) -> Caller:
     """401 unless the request carries a live key; records the key id for the log line."""
     rt: Runtime = request.app.state.runtime
     headers = request.headers
@@ -23,7 +23,7 @@ def caller(request: Request) -> Caller:
     return found
 
 
-def caller_or_query_key(request: Request) -> Caller:
+async def caller_or_query_key(request: Request) -> Caller:
     """As `caller`, also accepting `?key=sk-...` (the search routes)."""
     headers = request.headers
     presented = key_from_headers(headers.get("authorization"), headers.get("x-api-key"))

@@ -16,7 +16,10 @@ class Providers:
     def get(self, name: str) -> Any:
         provider = self._made.get(name)
         if provider is None:
-            provider = self._made[name] = self._make(name)
+            provider = self._make(name)
+            if hasattr(provider, "transport"):
+                provider.transport = self.settings.http_transport
+            self._made[name] = provider
         return provider
 
     def _make(self, name: str) -> Any:

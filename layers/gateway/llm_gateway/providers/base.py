@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any, AsyncIterator, Callable
 
 import httpx
@@ -81,24 +82,43 @@ def raise_for_upstream(status: int, body: bytes, headers: httpx.Headers | None =
     raise GatewayError(kind, message, headers=extra)
 
 
+def _pooled_transport(choice: str, limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
+    """httpx's API over aiohttp's connection pool where that pays, else httpx's own (None).
+
+    httpx's own pool re-checks every pooled connection on each request, which caps a busy
+    long-running server at a few hundred upstream requests per second; aiohttp's pool does not.
+    A Lambda container serves one request at a time, so there the lighter import wins.
+    """
+    if choice == "httpx" or (choice == "auto" and os.environ.get("AWS_LAMBDA_FUNCTION_NAME")):
+        return None
+    try:
+        from httpx_aiohttp import AiohttpTransport
+    except ImportError:
+        return None
+    return AiohttpTransport(limits=limits, trust_env=False)
+
+
 class HTTPProvider:
     """Shared httpx client handling: one pooled client per provider per process."""
 
     name = "upstream"
     family = "openai"
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, transport: str = "auto") -> None:
         self.timeout = timeout
+        self.transport = transport
         self._client: httpx.AsyncClient | None = None
 
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None or self._client.is_closed:
+            limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=60)
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout, read=None),
-                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=60),
+                limits=limits,
                 follow_redirects=False,
                 trust_env=False,
+                transport=_pooled_transport(self.transport, limits),
             )
         return self._client
 
@@ -130,7 +150,7 @@ class HTTPProvider:
                 )
         except TimeoutError:
             raise GatewayError("upstream_timeout", f"The {self.name} provider did not answer in time.") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, OSError) as exc:
             raise GatewayError("upstream_error", f"Could not reach the {self.name} provider ({type(exc).__name__}).") from None
         if response.status_code >= 400:
             raise_for_upstream(response.status_code, response.content, response.headers, self.name)
@@ -166,7 +186,7 @@ class HTTPProvider:
             if response is not None:
                 await response.aclose()
             raise GatewayError("upstream_timeout", f"The {self.name} provider did not answer in time.") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, OSError) as exc:
             if response is not None:
                 await response.aclose()
             raise GatewayError("upstream_error", f"Could not reach the {self.name} provider ({type(exc).__name__}).") from None
@@ -192,7 +212,7 @@ class HTTPProvider:
                     event["type"] = sse.event
                 self.check_event(event)
                 yield event
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, OSError) as exc:
             raise GatewayError("upstream_error", f"The {self.name} provider stream broke ({type(exc).__name__}).") from None
 
 
