@@ -153,3 +153,25 @@ def test_stream_without_upstream_usage_is_billed_by_counting(gateway):
     # "hi" is 1 token + 3 of framing; "Hello from the fake upstream" is 5 tokens in o200k_base.
     assert (record.input_tokens, record.output_tokens) == (4, 5)
     assert gateway.balance(user) == to_micros("5") - record.cost
+
+
+def test_long_upstream_pauses_send_sse_keepalive_comments_that_sdks_ignore(gateway):
+    import openai
+
+    model = gateway.model(behavior={"chunk_delay": 0.35})
+    settings = Settings(store_url=gateway.runtime.settings.store_url, sse_keepalive=0.1,
+                        env=gateway.runtime.settings.env)
+    server = ServerThread(create_app(runtime=Runtime.build(settings))).start()
+    try:
+        key = gateway.key(gateway.user())
+        with httpx.stream("POST", server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                          json={**_body(model), "stream": True}) as r:
+            lines = [line for line in r.iter_lines() if line]
+        assert ": keep-alive" in lines
+        assert lines[-1] == "data: [DONE]"
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+        chunks = list(client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}],
+                                                     stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from the fake upstream"
+    finally:
+        server.stop()

@@ -37,6 +37,8 @@ class Settings:
     anthropic_version: str = "2023-06-01"
     # Upstream connection pool: "auto" (aiohttp's pool when installed, except on Lambda), "httpx", "aiohttp".
     http_transport: str = "auto"
+    # Seconds of upstream silence after which a stream sends an SSE comment to keep connections open.
+    sse_keepalive: float = 15.0
     env: dict = field(default_factory=dict, repr=False, compare=False)
 
     def secret(self, name: str) -> str | None:
@@ -58,6 +60,7 @@ def get_settings() -> Settings:
         log_level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
         anthropic_version=os.environ.get("ANTHROPIC_VERSION") or "2023-06-01",
         http_transport=os.environ.get("GATEWAY_HTTP_TRANSPORT") or "auto",
+        sse_keepalive=_float("GATEWAY_SSE_KEEPALIVE", 15.0),
         env=dict(os.environ),
     )
 

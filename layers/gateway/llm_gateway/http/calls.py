@@ -118,6 +118,7 @@ async def serve_call(
     return EventStreamResponse(
         _pump(rt, ticket, events, translator, input_tokens, spec.encoding, info),
         headers=_overhead_header(request),
+        keepalive=rt.settings.sse_keepalive,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, AsyncIterator
 
 import orjson
@@ -32,22 +33,53 @@ def error_response(err: GatewayError, family: Family, request_id: str | None = N
 
 
 class EventStreamResponse(StreamingResponse):
-    """SSE out, chunk by chunk; the body generator is always closed, even when the client leaves.
+    """SSE out, chunk by chunk, with comment keep-alives during long upstream pauses.
 
-    Closing the generator runs its `finally`, which is where a stream settles its charge: a client
-    that disconnects mid-stream is charged for what was produced, never for more, never twice.
+    The keep-alives (`: keep-alive`) stop idle-connection cuts between the client and the gateway
+    (API Gateway and load balancers drop quiet connections); SSE parsers ignore comments. The body
+    generator is always closed, even when the client leaves: closing it runs its `finally`, which is
+    where a stream settles its charge, so a client that disconnects is charged for what was
+    produced, never for more, never twice.
     """
 
     media_type = "text/event-stream"
+    keepalive_body = b": keep-alive\n\n"
 
-    def __init__(self, content: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, content: AsyncIterator[bytes], headers: dict[str, str] | None = None, keepalive: float = 15.0
+    ) -> None:
         base = {"cache-control": "no-cache", "x-accel-buffering": "no"}
         super().__init__(content, headers={**base, **(headers or {})})
+        self.keepalive = keepalive
 
     async def stream_response(self, send: Send) -> None:
+        lock = asyncio.Lock()
+        last_sent = [time.monotonic()]
+
+        async def heartbeat() -> None:
+            while True:
+                await asyncio.sleep(max(self.keepalive - (time.monotonic() - last_sent[0]), 0.01))
+                if time.monotonic() - last_sent[0] >= self.keepalive:
+                    async with lock:
+                        await send({"type": "http.response.body", "body": self.keepalive_body, "more_body": True})
+                        last_sent[0] = time.monotonic()
+
+        beat: asyncio.Task | None = None
         try:
-            await super().stream_response(send)
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            if self.keepalive > 0:
+                beat = asyncio.create_task(heartbeat())
+            async for chunk in self.body_iterator:
+                async with lock:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                last_sent[0] = time.monotonic()
+            if beat is not None:
+                beat.cancel()
+            async with lock:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
+            if beat is not None:
+                beat.cancel()
             close = getattr(self.body_iterator, "aclose", None)
             if close is not None:
                 # Shielded: when the client left, this task is being cancelled, and the close must
