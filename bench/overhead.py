@@ -1,0 +1,213 @@
+"""Gateway overhead: the same requests sent directly to a fake upstream and through the gateway.
+
+Starts a fake OpenAI upstream and `llm-gateway serve` (SQLite store, one worker) on 127.0.0.1,
+then measures, for non-streaming and streaming chat requests:
+- sequential added latency (p50/p99 of gateway latency minus the direct latency, request by request),
+- requests per second at concurrency 16, through the gateway and directly,
+- the gateway's peak RSS.
+Prints one JSON object. Bounded: a fixed number of requests, and a time cap per phase.
+
+Targets (2 cores shared by load generator, upstream and gateway): added p50 ≤ 1.5 ms and p99 ≤ 5 ms
+sequential; gateway rps ≥ 50% of direct rps at concurrency 16 (non-streaming); RSS ≤ 150 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "layers" / "gateway"))
+
+from bench._loadgen import Connection  # noqa: E402
+from tests.fakes.server import free_port  # noqa: E402
+
+UPSTREAM_KEY = "sk-operator-upstream-credential-0000000000000000"
+PHASE_CAP_S = 60.0
+
+
+def _wait_http(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("a benchmark server exited early")
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("a benchmark server did not start")
+
+
+def start_upstream(port: int) -> subprocess.Popen:
+    code = (
+        "import sys, uvicorn; sys.path.insert(0, %r);"
+        "from tests.fakes.openai_upstream import FakeOpenAI;"
+        "from starlette.routing import Route; from starlette.responses import PlainTextResponse;"
+        "fake = FakeOpenAI(); fake.record = False; app = fake.app();"
+        "app.router.routes.append(Route('/healthz', lambda r: PlainTextResponse('ok')));"
+        "uvicorn.run(app, host='127.0.0.1', port=%d, log_level='error', access_log=False,"
+        " loop='uvloop', http='httptools')"
+    ) % (str(ROOT), port)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_gateway(port: int, upstream_port: int, workdir: str, model: str) -> tuple[subprocess.Popen, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_", "GATEWAY_"))}
+    env.update({
+        "PYTHONPATH": str(ROOT / "layers" / "gateway"),
+        "GATEWAY_STORE_URL": f"sqlite:///{workdir}/gateway.db",
+        "OPENAI_API_KEY": UPSTREAM_KEY,
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
+        "GATEWAY_LOG_LEVEL": "WARNING",
+    })
+    cli = [sys.executable, "-m", "llm_gateway.cli"]
+    proc = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env, cwd=workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    banner = json.loads(proc.stdout.readline())
+    subprocess.run([*cli, "users", "topup", "admin", "1000"], env=env, cwd=workdir, check=True,
+                   capture_output=True)
+    # The benchmark measures overhead, not limits: lift the model's rate limit for every tier.
+    subprocess.run([*cli, "models", "set", model, "--rpm", "regular=10000000", "vip=10000000",
+                    "premium=10000000"], env=env, cwd=workdir, check=True, capture_output=True)
+    return proc, banner["admin_key"]
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+async def sequential(port_direct: int, port_gw: int, key: str, body: bytes, n: int) -> dict:
+    direct, gw = Connection("127.0.0.1", port_direct), Connection("127.0.0.1", port_gw)
+    auth_direct = {"Authorization": f"Bearer {UPSTREAM_KEY}"}
+    auth_gw = {"Authorization": f"Bearer {key}"}
+    added_total, added_first, d_tot, g_tot = [], [], [], []
+    deadline = time.monotonic() + PHASE_CAP_S
+    for i in range(n + 20):
+        s1, f1, t1, _ = await direct.post("/v1/chat/completions", body, auth_direct)
+        s2, f2, t2, _ = await gw.post("/v1/chat/completions", body, auth_gw)
+        assert s1 == 200 and s2 == 200, (s1, s2)
+        if i >= 20:  # warm-up
+            added_total.append((t2 - t1) * 1000)
+            added_first.append((f2 - f1) * 1000)
+            d_tot.append(t1 * 1000)
+            g_tot.append(t2 * 1000)
+        if time.monotonic() > deadline:
+            break
+    direct.close()
+    gw.close()
+    return {
+        "requests": len(added_total),
+        "direct_p50_ms": round(statistics.median(d_tot), 3),
+        "gateway_p50_ms": round(statistics.median(g_tot), 3),
+        "added_p50_ms": round(pct(added_total, 50), 3),
+        "added_p99_ms": round(pct(added_total, 99), 3),
+        "added_first_byte_p50_ms": round(pct(added_first, 50), 3),
+        "added_first_byte_p99_ms": round(pct(added_first, 99), 3),
+    }
+
+
+async def throughput(port: int, headers: dict, body: bytes, concurrency: int, n: int) -> dict:
+    conns = [Connection("127.0.0.1", port) for _ in range(concurrency)]
+    for c in conns:
+        await c.open()
+    remaining = [n]
+    latencies: list[float] = []
+    deadline = time.monotonic() + PHASE_CAP_S
+
+    async def worker(conn: Connection) -> None:
+        while remaining[0] > 0 and time.monotonic() < deadline:
+            remaining[0] -= 1
+            status, _, total, _ = await conn.post("/v1/chat/completions", body, headers)
+            assert status == 200, status
+            latencies.append(total * 1000)
+
+    # warm-up
+    await asyncio.gather(*(c.post("/v1/chat/completions", body, headers) for c in conns))
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in conns))
+    elapsed = time.perf_counter() - start
+    for c in conns:
+        c.close()
+    return {"requests": len(latencies), "rps": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(pct(latencies, 50), 3), "p99_ms": round(pct(latencies, 99), 3)}
+
+
+async def run(args: argparse.Namespace) -> dict:
+    up_port, gw_port = free_port(), free_port()
+    workdir = tempfile.mkdtemp(prefix="llmgw-bench-")
+    upstream = start_upstream(up_port)
+    gateway = None
+    try:
+        _wait_http(up_port, upstream)
+        gateway, key = start_gateway(gw_port, up_port, workdir, args.model)
+        _wait_http(gw_port, gateway)
+        model = args.model
+        plain = json.dumps({"model": model, "max_tokens": 64,
+                            "messages": [{"role": "user", "content": "Say hello to the benchmark."}]}).encode()
+        streamed = json.dumps({"model": model, "max_tokens": 64, "stream": True,
+                               "messages": [{"role": "user", "content": "Say hello to the benchmark."}]}).encode()
+        direct_h = {"Authorization": f"Bearer {UPSTREAM_KEY}"}
+        gw_h = {"Authorization": f"Bearer {key}"}
+        result: dict = {"model": model, "store": "sqlite", "workers": 1, "cores": os.cpu_count()}
+        result["sequential_non_streaming"] = await sequential(up_port, gw_port, key, plain, args.sequential)
+        result["sequential_streaming"] = await sequential(up_port, gw_port, key, streamed, args.sequential)
+        for name, body in (("non_streaming", plain), ("streaming", streamed)):
+            direct = await throughput(up_port, direct_h, body, args.concurrency, args.requests)
+            through = await throughput(gw_port, gw_h, body, args.concurrency, args.requests)
+            result[f"concurrent_{name}"] = {
+                "concurrency": args.concurrency,
+                "direct": direct,
+                "gateway": through,
+                "gateway_share_of_direct_rps": round(through["rps"] / direct["rps"], 3),
+            }
+        result["gateway_peak_rss_mb"] = peak_rss_mb(gateway.pid)
+        seq = result["sequential_non_streaming"]
+        result["targets"] = {
+            "added_p50_le_1_5_ms": seq["added_p50_ms"] <= 1.5,
+            "added_p99_le_5_ms": seq["added_p99_ms"] <= 5.0,
+            "rps_share_ge_0_5": result["concurrent_non_streaming"]["gateway_share_of_direct_rps"] >= 0.5,
+            "rss_le_150_mb": result["gateway_peak_rss_mb"] <= 150,
+        }
+        return result
+    finally:
+        for proc in (gateway, upstream):
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sequential", type=int, default=500)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--model", default="gpt-4o-mini")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(args)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
