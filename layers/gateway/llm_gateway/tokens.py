@@ -45,8 +45,18 @@ def encoding(name: str):
             import tiktoken
 
             enc = tiktoken.get_encoding(name)
+            # The Encoding keeps a Python dict of all its ranks (~30 MB for o200k_base) besides the
+            # Rust tokenizer built from it; counting and decoding use only the Rust side.
+            if hasattr(enc, "_mergeable_ranks"):
+                enc._mergeable_ranks = None
             _encodings[name] = enc
     return enc
+
+
+def preload(*names: str) -> None:
+    """Load encodings ahead of the first request (a long-running server calls this at start)."""
+    for name in names:
+        encoding(name)
 
 
 def count_text(text: str, encoding_name: str) -> int:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 
 def app_factory():
+    from .. import tokens
     from .app import create_app
 
-    return create_app()
+    app = create_app()
+    # Load the most used encoding in the background so the first request does not pay for it.
+    threading.Thread(target=tokens.preload, args=("o200k_base",), daemon=True).start()
+    return app
