@@ -1,0 +1,89 @@
+"""The operator command against DynamoDB (moto) behaves as against SQLite, so an operator can set up
+a deployed stack from a laptop: `store init`, users, keys, models, tiers, usage."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from llm_gateway.admission.keys import hash_key
+from llm_gateway.config import Settings
+from llm_gateway.http.app import create_app
+from llm_gateway.runtime import Runtime
+from llm_gateway.store.dynamodb import DynamoDBStore
+from tests.dynamo import table_prefix
+from tests.fakes.server import ServerThread
+
+
+@pytest.fixture
+def prefix(moto_dynamodb) -> str:
+    return table_prefix()
+
+
+@pytest.fixture
+def cli(prefix, tmp_path):
+    env = {**os.environ, "GATEWAY_STORE_URL": f"dynamodb://{prefix}"}
+
+    def run(*args: str) -> tuple[int, dict]:
+        done = subprocess.run([sys.executable, "-m", "llm_gateway.cli", *args], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+        lines = done.stdout.strip().splitlines()
+        assert len(lines) == 1, done.stdout + done.stderr
+        return done.returncode, json.loads(lines[0])
+
+    return run
+
+
+def test_store_init_creates_the_tables_idempotently(cli, prefix):
+    assert cli("store", "init") == (0, {"status": "ok", "store": f"dynamodb://{prefix}"})
+    assert cli("store", "init")[0] == 0
+    assert DynamoDBStore(prefix).count_users() == 0
+
+
+def test_users_keys_models_and_usage_on_dynamodb(cli, prefix):
+    cli("store", "init")
+    rc, user = cli("users", "create", "alice", "--tier", "vip", "--balance", "12.5", "--membership-days", "30")
+    assert rc == 0 and (user["tier"], user["effective_tier"], user["balance"]) == ("vip", "vip", "12.5")
+    assert cli("users", "topup", "alice", "0.000001")[1]["balance"] == "12.500001"
+    assert cli("users", "set-tier", "alice", "premium", "--membership-days", "-1")[1]["effective_tier"] == "regular"
+    assert cli("users", "create", "alice")[0] == 1
+    assert cli("users", "show", "nobody") == (1, {"error": "no user 'nobody'"})
+
+    rc, key = cli("keys", "create", "alice", "--models", "gpt-4o,claude-*", "--rpm", "30", "--max-fee", "5")
+    assert rc == 0 and key["key"].startswith("sk-") and key["permissions"] == ["gpt-4o", "claude-*"]
+    assert key["max_fee"] == "5" and key["rpm"] == 30
+    listed = cli("keys", "list", "alice")[1]["keys"]
+    assert [k["key_id"] for k in listed] == [key["key_id"]] and listed[0]["key"] != key["key"]
+    assert cli("keys", "disable", key["key_id"])[1]["is_disabled"] is True
+    assert cli("keys", "delete", key["key_id"]) == (0, {"deleted": key["key_id"]})
+    assert cli("keys", "delete", key["key_id"])[0] == 1
+    assert cli("keys", "list", "alice")[1]["keys"] == []
+
+    rc, model = cli("models", "set", "my-model", "--provider", "mock", "--input", "1.5", "--output", "3",
+                    "--rpm", "vip=7")
+    assert rc == 0 and (model["input"], model["output"], model["rpm"]["vip"]) == ("1.5", "3", 7)
+    assert cli("models", "list")[1]["models"]["my-model"]["provider"] == "mock"
+    assert cli("tiers", "set", "vip", "--multiplier", "0.9")[1]["multiplier"] == "0.9"
+    rc, usage = cli("usage", "alice")
+    assert rc == 0 and usage["total"] == 0
+
+
+def test_first_admin_key_bootstrapped_from_the_cli_works_on_the_deployed_tables(cli, prefix, fake_openai):
+    cli("store", "init")
+    cli("users", "create", "admin", "--tier", "premium")
+    full = cli("keys", "create", "admin", "--admin", "--remark", "bootstrap")[1]["key"]
+    store = DynamoDBStore(prefix)
+    assert store.get_key_by_hash(hash_key(full)).is_admin is True
+    runtime = Runtime.build(Settings(store_url=f"dynamodb://{prefix}"), store)
+    server = ServerThread(create_app(runtime=runtime)).start()
+    try:
+        r = httpx.post(server.url + "/api/v1/user/admin/get-api-tokens", headers={"Authorization": f"Bearer {full}"})
+        assert r.status_code == 200, r.text
+        assert [k["remark"] for k in r.json()["data"]] == ["bootstrap"]
+    finally:
+        server.stop()
