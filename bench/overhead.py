@@ -9,6 +9,8 @@ Prints one JSON object. Bounded: a fixed number of requests, and a time cap per 
 
 Targets (2 cores shared by load generator, upstream and gateway): added p50 ≤ 1.5 ms and p99 ≤ 5 ms
 sequential; gateway rps ≥ 50% of direct rps at concurrency 16 (non-streaming); RSS ≤ 150 MB.
+It also runs the Claude-through-chat streaming case of bench/claude_translation.py against a fake
+Anthropic upstream (translation ≤ 20 µs per chunk, ≤ 1 ms added to the first byte).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "layers" / "gateway"))
 
+from bench import claude_translation  # noqa: E402
 from bench._loadgen import Connection  # noqa: E402
 from tests.fakes.server import free_port  # noqa: E402
 
@@ -63,7 +66,10 @@ def start_upstream(port: int) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def start_gateway(port: int, upstream_port: int, workdir: str, model: str) -> tuple[subprocess.Popen, str]:
+def start_gateway(
+    port: int, upstream_port: int, workdir: str, model: str,
+    extra_env: dict[str, str] | None = None, extra_models: tuple[str, ...] = (),
+) -> tuple[subprocess.Popen, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_", "GATEWAY_"))}
     env.update({
         "PYTHONPATH": str(ROOT / "layers" / "gateway"),
@@ -71,6 +77,7 @@ def start_gateway(port: int, upstream_port: int, workdir: str, model: str) -> tu
         "OPENAI_API_KEY": UPSTREAM_KEY,
         "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
         "GATEWAY_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     })
     cli = [sys.executable, "-m", "llm_gateway.cli"]
     proc = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env, cwd=workdir,
@@ -79,8 +86,9 @@ def start_gateway(port: int, upstream_port: int, workdir: str, model: str) -> tu
     subprocess.run([*cli, "users", "topup", "admin", "1000"], env=env, cwd=workdir, check=True,
                    capture_output=True)
     # The benchmark measures overhead, not limits: lift the model's rate limit for every tier.
-    subprocess.run([*cli, "models", "set", model, "--rpm", "regular=10000000", "vip=10000000",
-                    "premium=10000000"], env=env, cwd=workdir, check=True, capture_output=True)
+    for name in (model, *extra_models):
+        subprocess.run([*cli, "models", "set", name, "--rpm", "regular=10000000", "vip=10000000",
+                        "premium=10000000"], env=env, cwd=workdir, check=True, capture_output=True)
     return proc, banner["admin_key"]
 
 
@@ -156,10 +164,15 @@ async def run(args: argparse.Namespace) -> dict:
     up_port, gw_port = free_port(), free_port()
     workdir = tempfile.mkdtemp(prefix="llmgw-bench-")
     upstream = start_upstream(up_port)
+    claude_port = free_port()
+    claude_upstream = claude_translation.start_anthropic_upstream(claude_port)
     gateway = None
     try:
         _wait_http(up_port, upstream)
-        gateway, key = start_gateway(gw_port, up_port, workdir, args.model)
+        _wait_http(claude_port, claude_upstream)
+        gateway, key = start_gateway(gw_port, up_port, workdir, args.model,
+                                     extra_env=claude_translation.gateway_env(claude_port),
+                                     extra_models=(claude_translation.CLAUDE_MODEL,))
         _wait_http(gw_port, gateway)
         model = args.model
         plain = json.dumps({"model": model, "max_tokens": 64,
@@ -181,6 +194,10 @@ async def run(args: argparse.Namespace) -> dict:
                 "gateway_share_of_direct_rps": round(through["rps"] / direct["rps"], 3),
             }
         result["gateway_peak_rss_mb"] = peak_rss_mb(gateway.pid)
+        # After the OpenAI phases: Claude's count uses a second tiktoken encoding (cl100k_base).
+        claude = await claude_translation.measure(claude_port, gw_port, key, args.sequential)
+        claude["gateway_peak_rss_mb_after"] = peak_rss_mb(gateway.pid)
+        result["claude_through_chat_streaming"] = claude
         seq = result["sequential_non_streaming"]
         result["targets"] = {
             "added_p50_le_1_5_ms": seq["added_p50_ms"] <= 1.5,
@@ -190,7 +207,7 @@ async def run(args: argparse.Namespace) -> dict:
         }
         return result
     finally:
-        for proc in (gateway, upstream):
+        for proc in (gateway, upstream, claude_upstream):
             if proc is not None:
                 proc.terminate()
                 try:
