@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,19 +29,7 @@ from bench._loadgen import Connection  # noqa: E402
 ANTHROPIC_KEY = "sk-ant-operator-upstream-credential-000000000000"
 CLAUDE_MODEL = "claude-haiku-4-5"
 PHASE_CAP_S = 60.0
-
-
-def start_anthropic_upstream(port: int) -> subprocess.Popen:
-    code = (
-        "import sys, uvicorn; sys.path.insert(0, %r);"
-        "from tests.fakes.anthropic_upstream import FakeAnthropic;"
-        "from starlette.routing import Route; from starlette.responses import PlainTextResponse;"
-        "fake = FakeAnthropic(); fake.record = False; app = fake.app();"
-        "app.router.routes.append(Route('/healthz', lambda r: PlainTextResponse('ok')));"
-        "uvicorn.run(app, host='127.0.0.1', port=%d, log_level='error', access_log=False,"
-        " loop='uvloop', http='httptools')"
-    ) % (str(ROOT), port)
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+FAKE_UPSTREAM = "anthropic_upstream.FakeAnthropic"  # for bench.overhead.start_upstream
 
 
 def gateway_env(port: int) -> dict[str, str]:

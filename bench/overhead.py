@@ -53,16 +53,18 @@ def _wait_http(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
     raise RuntimeError("a benchmark server did not start")
 
 
-def start_upstream(port: int) -> subprocess.Popen:
+def start_upstream(port: int, fake: str = "openai_upstream.FakeOpenAI") -> subprocess.Popen:
+    """A fake upstream (a class of tests/fakes, as "module.Class") in its own process."""
+    module, cls = fake.split(".")
     code = (
         "import sys, uvicorn; sys.path.insert(0, %r);"
-        "from tests.fakes.openai_upstream import FakeOpenAI;"
+        "from tests.fakes.%s import %s as Fake;"
         "from starlette.routing import Route; from starlette.responses import PlainTextResponse;"
-        "fake = FakeOpenAI(); fake.record = False; app = fake.app();"
+        "fake = Fake(); fake.record = False; app = fake.app();"
         "app.router.routes.append(Route('/healthz', lambda r: PlainTextResponse('ok')));"
         "uvicorn.run(app, host='127.0.0.1', port=%d, log_level='error', access_log=False,"
         " loop='uvloop', http='httptools')"
-    ) % (str(ROOT), port)
+    ) % (str(ROOT), module, cls, port)
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -165,7 +167,7 @@ async def run(args: argparse.Namespace) -> dict:
     workdir = tempfile.mkdtemp(prefix="llmgw-bench-")
     upstream = start_upstream(up_port)
     claude_port = free_port()
-    claude_upstream = claude_translation.start_anthropic_upstream(claude_port)
+    claude_upstream = start_upstream(claude_port, claude_translation.FAKE_UPSTREAM)
     gateway = None
     try:
         _wait_http(up_port, upstream)

@@ -38,6 +38,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.fakes.openai_upstream import Received
+
 ANTHROPIC_OPERATOR_KEY = "sk-ant-operator-upstream-credential-000000000000"
 DEFAULT_TEXT = "Hello from the fake Claude"
 
@@ -52,13 +54,6 @@ _BLOCK_TYPES = {"text", "image", "document", "tool_use", "tool_result", "thinkin
 
 class Invalid(Exception):
     pass
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
 
 
 @dataclass

@@ -38,9 +38,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def parse_body(request: Request, limit: int, *, forms: bool = True) -> dict[str, Any]:
     """A JSON object, or (when `forms`) a form-encoded or multipart body, as a dict."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await read_body(request, limit)
-    if forms and content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+    if forms and is_form(request):
         try:
             form = await request.form()
         except Exception:
@@ -115,18 +114,9 @@ def loose_int(
     body: dict[str, Any], name: str, *, minimum: int | None = None, maximum: int | None = None
 ) -> int | None:
     """An integer that form bodies send as text."""
-    value = body.get(name)
-    if value is None or value == "":
+    value = _loose_number(body, name, int, int, "an integer")
+    if value is None:
         return None
-    if isinstance(value, bool):
-        raise invalid(f"Invalid type for '{name}': expected an integer.", name)
-    if isinstance(value, str):
-        try:
-            value = int(value.strip())
-        except ValueError:
-            raise invalid(f"Invalid type for '{name}': expected an integer.", name) from None
-    if not isinstance(value, int):
-        raise invalid(f"Invalid type for '{name}': expected an integer.", name)
     if minimum is not None and value < minimum:
         raise invalid(f"Invalid value for '{name}': must be at least {minimum}.", name)
     if maximum is not None and value > maximum:
@@ -185,18 +175,23 @@ def loose_time(body: dict[str, Any], name: str) -> float | None:
 
 def loose_float(body: dict[str, Any], name: str) -> float | None:
     """A number that form bodies send as text."""
+    return _loose_number(body, name, float, (int, float), "a number")
+
+
+def _loose_number(body: dict[str, Any], name: str, parse: Any, kinds: Any, expected: str) -> Any:
+    """`body[name]` as a number of `kinds`, parsing text with `parse`; None when absent or empty."""
     value = body.get(name)
     if value is None or value == "":
         return None
     if isinstance(value, bool):
-        raise invalid(f"Invalid type for '{name}': expected a number.", name)
+        raise invalid(f"Invalid type for '{name}': expected {expected}.", name)
     if isinstance(value, str):
         try:
-            return float(value.strip())
+            value = parse(value.strip())
         except ValueError:
-            raise invalid(f"Invalid type for '{name}': expected a number.", name) from None
-    if not isinstance(value, (int, float)):
-        raise invalid(f"Invalid type for '{name}': expected a number.", name)
+            raise invalid(f"Invalid type for '{name}': expected {expected}.", name) from None
+    if not isinstance(value, kinds):
+        raise invalid(f"Invalid type for '{name}': expected {expected}.", name)
     return value
 
 

@@ -18,8 +18,7 @@ from ..catalog import ModelSpec
 from ..errors import GatewayError
 from ..providers.base import Event
 from ..providers.openai import prepare_body
-from ..translate import json_text
-from ..translate.chat_claude import DEFAULT_MAX_TOKENS, ChatChunks, chat_to_messages, message_to_chat
+from ..translate.chat_claude import DEFAULT_MAX_TOKENS, ChatChunks, chat_to_messages, message_parts, message_to_chat
 from ..translate.legacy import (
     CompletionEvents,
     TextCompletionChunks,
@@ -80,16 +79,9 @@ def _observe_anthropic(event: Event, stream: "TranslatedStream") -> None:
 
 
 def _read_anthropic(data: dict[str, Any]) -> tuple[Usage | None, str]:
-    texts = []
-    for block in data.get("content") or ():
-        kind = block.get("type")
-        if kind == "text":
-            texts.append(block.get("text") or "")
-        elif kind == "thinking":
-            texts.append(block.get("thinking") or "")
-        elif kind == "tool_use":
-            texts.append(json_text(block.get("input")))
-    return from_anthropic(data.get("usage")), "".join(texts)
+    texts, thoughts, calls = message_parts(data)
+    arguments = [call["function"]["arguments"] for call in calls]
+    return from_anthropic(data.get("usage")), "".join(texts + thoughts + arguments)
 
 
 def _observe_openai(event: Event, stream: "TranslatedStream") -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "ClaudeRequest",
     "chat_to_messages",
     "message_to_chat",
+    "message_parts",
     "ChatChunks",
     "chat_usage",
     "finish_reason",
@@ -108,24 +109,7 @@ def message_to_chat(
     message: dict[str, Any], *, model: str, json_tool: str | None = None, created: int | None = None
 ) -> dict[str, Any]:
     """The chat completion for a Messages answer."""
-    texts: list[str] = []
-    thoughts: list[str] = []
-    calls: list[dict[str, Any]] = []
-    for block in message.get("content") or ():
-        kind = block.get("type")
-        if kind == "text":
-            texts.append(block.get("text") or "")
-        elif kind == "thinking":
-            thoughts.append(block.get("thinking") or "")
-        elif kind == "tool_use":
-            if json_tool is not None and block.get("name") == json_tool:
-                texts.append(json_text(block.get("input")))
-            else:
-                calls.append({
-                    "id": block.get("id"),
-                    "type": "function",
-                    "function": {"name": block.get("name"), "arguments": json_text(block.get("input"))},
-                })
+    texts, thoughts, calls = message_parts(message, json_tool)
     reply: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(texts) if texts or not calls else None,
@@ -148,6 +132,34 @@ def message_to_chat(
         }],
         "usage": chat_usage(message.get("usage")),
     }
+
+
+def message_parts(
+    message: dict[str, Any], json_tool: str | None = None
+) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """A Messages answer's texts, thinking texts and tool calls (in chat's shape).
+
+    The forced JSON tool's input counts as text: it is the answer's content.
+    """
+    texts: list[str] = []
+    thoughts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in message.get("content") or ():
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "thinking":
+            thoughts.append(block.get("thinking") or "")
+        elif kind == "tool_use":
+            if json_tool is not None and block.get("name") == json_tool:
+                texts.append(json_text(block.get("input")))
+            else:
+                calls.append({
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {"name": block.get("name"), "arguments": json_text(block.get("input"))},
+                })
+    return texts, thoughts, calls
 
 
 class ChatChunks:
