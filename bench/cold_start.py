@@ -1,0 +1,113 @@
+"""Cold start: import time of each Lambda function's entry, against its third-party imports alone.
+
+For every function in functions/, a fresh Python process imports the entry as Lambda does (buffered:
+`app.py`, whose import builds the Mangum handler; streaming: `main.py` plus the `app()` factory
+uvicorn calls before the adapter's readiness check passes) with the deployed stack's environment
+(DynamoDB store, no network needed to build the app). Another fresh process imports only the
+third-party top-level packages the first one ended up with. The ratio is what the gateway's own code
+adds on top of its dependencies. Best of several runs (the least disturbed by other load). Prints one JSON object.
+
+Target: entry ≤ 120% of its third-party imports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = 7
+TARGET = 1.20
+
+_ENTRY = r"""
+import json, sys, time
+t = time.perf_counter()
+{pre}
+import {module} as entry
+{build}
+elapsed = time.perf_counter() - t
+own = ("llm_gateway", "main", "app", "entry")
+third = sorted({{name.split(".")[0] for name in sys.modules}} - set(sys.stdlib_module_names) - set(own)
+               - {{"_distutils_hack", "__main__"}})
+print(json.dumps({{"seconds": elapsed, "third_party": [n for n in third if not n.startswith("_")]}}))
+"""
+
+_DEPS = r"""
+import importlib, json, time
+names = {names!r}
+t = time.perf_counter()
+for name in names:
+    try:
+        importlib.import_module(name)
+    except Exception:
+        pass
+imported = time.perf_counter() - t
+if {client!r}:
+    importlib.import_module("boto3").session.Session().client("dynamodb")
+print(json.dumps({{"seconds": imported, "with_client": time.perf_counter() - t}}))
+"""
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "layers" / "gateway"),
+        "GATEWAY_STORE_URL": "dynamodb://bench",
+        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "TIKTOKEN_CACHE_DIR": str(ROOT / "layers" / "tiktoken"),
+    }
+
+
+def _run(code: str, cwd: Path) -> dict:
+    out = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=_env(), capture_output=True, text=True,
+                         timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(function_dir: Path) -> dict:
+    streaming = (function_dir / "run.sh").exists()
+    module = "main" if streaming else "app"
+    build = "entry.app()" if streaming else ""
+    entry_runs, deps_runs, third = [], [], []
+    for _ in range(RUNS):
+        # streaming: `python -m uvicorn main:app --factory` imports uvicorn, then the module, then calls it
+        pre = "import uvicorn" if streaming else ""
+        result = _run(_ENTRY.format(pre=pre, module=module, build=build), function_dir)
+        entry_runs.append(result["seconds"])
+        third = result["third_party"]
+    client_runs = []
+    for _ in range(RUNS):
+        result = _run(_DEPS.format(names=third, client=True), ROOT)
+        deps_runs.append(result["seconds"])
+        client_runs.append(result["with_client"])
+    entry_ms, deps_ms = min(entry_runs) * 1000, min(deps_runs) * 1000
+    client_ms = min(client_runs) * 1000
+    return {
+        "kind": "streaming (LWA + uvicorn)" if streaming else "buffered (Mangum)",
+        "entry_ms": round(entry_ms, 1),
+        "third_party_ms": round(deps_ms, 1),
+        "ratio": round(entry_ms / deps_ms, 3),
+        "within_target": entry_ms / deps_ms <= TARGET,
+        # the same imports plus the one boto3 DynamoDB client every function builds at init
+        # (botocore loading its service model): the part of the entry that is not the gateway's code
+        "third_party_with_client_ms": round(client_ms, 1),
+        "ratio_to_third_party_with_client": round(entry_ms / client_ms, 3),
+        "third_party": third,
+    }
+
+
+def main() -> None:
+    functions = sorted(p for p in (ROOT / "functions").iterdir() if p.is_dir())
+    results = {p.name: measure(p) for p in functions}
+    print(json.dumps({"target_ratio": TARGET, "runs": RUNS, "python": sys.version.split()[0],
+                      "functions": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
