@@ -192,3 +192,12 @@ def test_reservation_is_released_when_the_upstream_fails(gateway):
     r = post(gateway, key, chat(model))
     assert_openai_error(r, 502, "upstream_error", "upstream_error")
     assert gateway.balance(user) == to_micros("5")
+
+
+def test_reservation_covers_every_requested_choice(gateway):
+    model = gateway.model(input="2.5", output="10")
+    # One choice of 1000 tokens reserves about 0.01 USD; n=3 needs about 0.03.
+    user = gateway.user(balance="0.02")
+    key = gateway.key(user)
+    assert post(gateway, key, chat(model, max_tokens=1000, n=3)).status_code == 402
+    assert post(gateway, key, chat(model, max_tokens=1000, n=1)).status_code == 200

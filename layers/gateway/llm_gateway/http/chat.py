@@ -92,8 +92,17 @@ async def serve_chat(request: Request, rt: Runtime, who: Caller, body: dict[str,
         route=route,
         stream=stream,
         input_tokens=chat_input_tokens(spec, body),
-        max_output_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or plan.body.get("max_tokens"),
+        max_output_tokens=output_allowance(
+            spec, body.get("n"), body.get("max_completion_tokens"), body.get("max_tokens"), plan.body.get("max_tokens")
+        ),
     )
+
+
+def output_allowance(spec: ModelSpec, choices: Any, *caps: Any) -> int:
+    """The output a request may produce, for its reservation: the first cap given (else the model's
+    own output cap), once per requested choice (`n`)."""
+    cap = next((c for c in caps if isinstance(c, int) and c > 0), spec.max_output_tokens)
+    return cap * (choices if isinstance(choices, int) and choices > 1 else 1)
 
 
 # Fields of a form-encoded legacy request that arrive as text and travel upstream as JSON values.
@@ -123,6 +132,8 @@ def validate_completions(body: dict[str, Any]) -> tuple[str, bool]:
     if isinstance(prompt, list) and not all(isinstance(p, (str, int)) for p in prompt):
         raise invalid("Invalid type for 'prompt': expected a string or an array of strings.", "prompt")
     positive_int(body, "max_tokens")
+    positive_int(body, "n")
+    positive_int(body, "best_of")
     field(body, "temperature", float)
     field(body, "top_p", float)
     field(body, "stop", (str, list))
@@ -156,8 +167,18 @@ async def completions(
         route="completions",
         stream=stream,
         input_tokens=_prompt_tokens(spec, body["prompt"]),
-        max_output_tokens=body.get("max_tokens") or plan.body.get("max_tokens"),
+        max_output_tokens=output_allowance(
+            spec, max(body.get("n") or 1, body.get("best_of") or 1) * _prompt_count(body["prompt"]),
+            body.get("max_tokens"), plan.body.get("max_tokens"),
+        ),
     )
+
+
+def _prompt_count(prompt: Any) -> int:
+    """Several prompts in one legacy request each get their own completions."""
+    if isinstance(prompt, list) and prompt and not all(isinstance(p, int) for p in prompt):
+        return len(prompt)
+    return 1
 
 
 @router.post("/v1/claude/web/completion")
