@@ -26,9 +26,7 @@ class Served:
 
     def cli(self, *args: str) -> tuple[int, dict]:
         """Run `llm-gateway ARGS` against the same store; returns (exit code, printed JSON)."""
-        done = subprocess.run([sys.executable, "-m", "llm_gateway.cli", *args], env=self.env,
-                              capture_output=True, text=True, timeout=60)
-        return done.returncode, json.loads(done.stdout.strip().splitlines()[-1])
+        return run_cli(self.env, *args)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -36,6 +34,15 @@ class Served:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def run_cli(env: dict[str, str], *args: str, cwd: Path | None = None) -> tuple[int, dict]:
+    """Run `llm-gateway ARGS` with `env`; returns (exit code, the one JSON object it printed)."""
+    done = subprocess.run([sys.executable, "-m", "llm_gateway.cli", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, done.stdout + done.stderr
+    return done.returncode, json.loads(lines[0])
 
 
 def gateway_env(store_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:

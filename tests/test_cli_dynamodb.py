@@ -3,11 +3,6 @@ a deployed stack from a laptop: `store init`, users, keys, models, tiers, usage.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import httpx
 import pytest
 
@@ -18,6 +13,7 @@ from llm_gateway.runtime import Runtime
 from llm_gateway.store.dynamodb import DynamoDBStore
 from tests.dynamo import table_prefix
 from tests.fakes.server import ServerThread
+from tests.served import gateway_env, run_cli
 
 
 @pytest.fixture
@@ -27,16 +23,9 @@ def prefix(moto_dynamodb) -> str:
 
 @pytest.fixture
 def cli(prefix, tmp_path):
-    env = {**os.environ, "GATEWAY_STORE_URL": f"dynamodb://{prefix}"}
-
-    def run(*args: str) -> tuple[int, dict]:
-        done = subprocess.run([sys.executable, "-m", "llm_gateway.cli", *args], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=60)
-        lines = done.stdout.strip().splitlines()
-        assert len(lines) == 1, done.stdout + done.stderr
-        return done.returncode, json.loads(lines[0])
-
-    return run
+    """`llm-gateway` with the AWS environment of the session (moto) and the stack's store URL."""
+    env = gateway_env(tmp_path, {"GATEWAY_STORE_URL": f"dynamodb://{prefix}"})
+    return lambda *args: run_cli(env, *args, cwd=tmp_path)
 
 
 def test_store_init_creates_the_tables_idempotently(cli, prefix):
