@@ -74,7 +74,7 @@ _RETRYABLE = {
     "TransactionConflictException", "TransactionInProgressException", "ThrottlingException",
     "ProvisionedThroughputExceededException", "RequestLimitExceededException", "InternalServerError",
 }
-_MAX_ATTEMPTS = 8
+_MAX_ATTEMPTS = 10  # conflicts on a hot counter clear within a few backoffs (≤ 0.5 s each)
 
 
 class DynamoDBStore:
