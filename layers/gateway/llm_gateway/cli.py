@@ -53,6 +53,15 @@ def _money(value: str, what: str) -> int:
         raise UsageError(f"{what}: {exc}") from None
 
 
+def _time_arg(value: str | None, flag: str) -> float | None:
+    if not value:
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError:
+        raise UsageError(f"{flag}: not an ISO-8601 time: {value}") from None
+
+
 def _currency() -> str:
     from .config import get_settings
 
@@ -174,12 +183,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
     store = _store()
     _get_user(store, args.user_id)
-    expires = None
-    if args.expires:
-        try:
-            expires = parse_iso(args.expires)
-        except ValueError:
-            raise UsageError(f"--expires: not an ISO-8601 time: {args.expires}") from None
+    expires = _time_arg(args.expires, "--expires")
     key, full = accounts.issue_key(
         store, args.user_id,
         permissions=accounts.parse_permissions(args.models),
@@ -321,12 +325,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
     store = _store()
     _get_user(store, args.user_id)
-    since = None
-    if args.since:
-        try:
-            since = parse_iso(args.since)
-        except ValueError:
-            raise UsageError(f"--since: not an ISO-8601 time: {args.since}") from None
+    since = _time_arg(args.since, "--since")
     page = store.list_usage(args.user_id, since=since, model=args.model, limit=args.limit)
     _emit({"user_id": args.user_id, **usage_page_view(page)})
     return 0

@@ -106,6 +106,18 @@ class UsagePage:
     requests: int
 
 
+# What `update_user` / `update_key` may change; everything else is owned by admit/settle.
+USER_FIELDS = ("tier", "balance", "membership_expire_at", "key_count")
+KEY_FIELDS = ("remark", "permissions", "rpm", "is_admin", "is_disabled", "used_at", "expired_at", "max_fee")
+
+
+def check_fields(fields: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    """Refuse an update of a field the adapter must not touch directly."""
+    unknown = set(fields) - set(allowed)
+    if unknown:
+        raise ValueError(f"cannot update {sorted(unknown)}")
+
+
 class StoreError(Exception):
     pass
 

@@ -42,6 +42,9 @@ from dataclasses import fields as dc_fields
 from typing import Any, Iterator
 
 from .base import (
+    KEY_FIELDS,
+    USER_FIELDS,
+    check_fields,
     Admission,
     AlreadyExists,
     Counter,
@@ -65,8 +68,6 @@ TABLES: dict[str, tuple[list[str], str | None]] = {
     "catalog": (["pk", "sk"], None),
 }
 
-_USER_FIELDS = ("tier", "balance", "membership_expire_at", "key_count")
-_KEY_FIELDS = ("remark", "permissions", "rpm", "is_admin", "is_disabled", "used_at", "expired_at", "max_fee")
 _GUARD_TTL = 7 * 86_400.0  # a settlement replay comes within a request's lifetime; keep guards a week
 _COUNTER_TTL_SLACK = 300.0
 _RETRYABLE = {
@@ -141,7 +142,7 @@ class DynamoDBStore:
         return _decode(User, item) if item else None
 
     def update_user(self, user_id: str, **fields: Any) -> User:
-        _check_fields(fields, _USER_FIELDS)
+        check_fields(fields, USER_FIELDS)
         if not fields:
             user = self.get_user(user_id)
             if user is None:
@@ -217,7 +218,7 @@ class DynamoDBStore:
         return sorted((_decode(Key, i) for i in items), key=lambda k: (k.created_at, k.key_id))
 
     def update_key(self, key_id: str, **fields: Any) -> Key:
-        _check_fields(fields, _KEY_FIELDS)
+        check_fields(fields, KEY_FIELDS)
         pointer = self._get("keys", _id_address(key_id))
         if pointer is None:
             raise NotFound(f"no key {key_id}")
@@ -647,8 +648,3 @@ class _Update:
             out["ExpressionAttributeValues"] = self.values
         return out
 
-
-def _check_fields(fields: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = set(fields) - set(allowed)
-    if unknown:
-        raise ValueError(f"cannot update {sorted(unknown)}")

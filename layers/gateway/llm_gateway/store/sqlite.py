@@ -17,6 +17,9 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from .base import (
+    KEY_FIELDS,
+    USER_FIELDS,
+    check_fields,
     Admission,
     AlreadyExists,
     Counter,
@@ -90,8 +93,6 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
-_USER_FIELDS = ("tier", "balance", "membership_expire_at", "key_count")
-_KEY_FIELDS = ("remark", "permissions", "rpm", "is_admin", "is_disabled", "used_at", "expired_at", "max_fee")
 
 
 def path_from_url(url: str) -> str:
@@ -163,7 +164,7 @@ class SQLiteStore:
         return User(**dict(row)) if row else None
 
     def update_user(self, user_id: str, **fields: Any) -> User:
-        _check_fields(fields, _USER_FIELDS)
+        check_fields(fields, USER_FIELDS)
         with self._tx() as c:
             if fields:
                 sets = ", ".join(f"{k} = ?" for k in fields)
@@ -224,7 +225,7 @@ class SQLiteStore:
         return [_key(r) for r in rows]
 
     def update_key(self, key_id: str, **fields: Any) -> Key:
-        _check_fields(fields, _KEY_FIELDS)
+        check_fields(fields, KEY_FIELDS)
         values = [
             json.dumps(v) if k == "permissions" else int(v) if k in ("is_admin", "is_disabled") else v
             for k, v in fields.items()
@@ -391,8 +392,3 @@ def _key(row: sqlite3.Row) -> Key:
     d["is_disabled"] = bool(d["is_disabled"])
     return Key(**d)
 
-
-def _check_fields(fields: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = set(fields) - set(allowed)
-    if unknown:
-        raise ValueError(f"cannot update {sorted(unknown)}")
