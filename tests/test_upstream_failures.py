@@ -121,13 +121,15 @@ def test_client_disconnect_mid_stream_is_charged_for_what_was_produced(gateway):
     key = gateway.key(user)
     port = int(gateway.url.rsplit(":", 1)[1])
     body = json.dumps({**_body(model), "stream": True}).encode()
-    sock = socket.create_connection(("127.0.0.1", port))
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode()
                  + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
                  + b"\r\n\r\n" + body)
     received = b""
     while received.count(b"data: ") < 4:
-        received += sock.recv(65536)
+        chunk = sock.recv(65536)
+        assert chunk, received
+        received += chunk
     sock.close()
     deadline = time.monotonic() + 5
     while gateway.store.list_usage(user).total == 0 and time.monotonic() < deadline:
