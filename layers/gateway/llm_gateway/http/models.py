@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from ..admission.keys import Caller, permits
@@ -33,6 +33,8 @@ async def list_models(who: Caller = Depends(caller), rt: Runtime = Depends(runti
 
 
 @router.get("/v1/models/{model_id:path}")
-async def get_model(model_id: str, who: Caller = Depends(caller), rt: Runtime = Depends(runtime)) -> Response:
-    spec = rt.gate.model_for(who, model_id)
+async def get_model(request: Request, who: Caller = Depends(caller), rt: Runtime = Depends(runtime)) -> Response:
+    # Read from the path directly: a typed path parameter makes FastAPI build a pydantic field for it,
+    # which costs this function's cold start an import of pydantic's v1 compatibility layer.
+    spec = rt.gate.model_for(who, request.path_params["model_id"])
     return JSON(_model_entry(spec.name, spec.provider))
