@@ -108,6 +108,8 @@ def test_models_and_tiers(cli):
                 "--output", "6", "--max-input-tokens", "1000", "--rpm", "vip=7")
     assert rc == 0 and m["input"] == "1.5" and m["output"] == "6" and m["rpm"]["vip"] == 7
     assert m["rpm"]["regular"] == 60
+    rc, m = cli("models", "set", "my-model", "--rpm", "regular=3", "--rpm", "premium=9")
+    assert rc == 0 and (m["rpm"]["regular"], m["rpm"]["vip"], m["rpm"]["premium"]) == (3, 7, 9)
     rc, t = cli("tiers", "set", "vip", "--rpm", "400", "--multiplier", "0.9")
     assert rc == 0 and t == {"tier": "vip", "rpm": 400, "multiplier": "0.9"}
 

@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--per-request")
     ms.add_argument("--max-input-tokens", type=int)
     ms.add_argument("--max-output-tokens", type=int)
-    ms.add_argument("--rpm", nargs="+", metavar="TIER=N")
+    ms.add_argument("--rpm", nargs="+", action="extend", metavar="TIER=N")
     ms.set_defaults(func=cmd_models_set)
 
     t = sub.add_parser("tiers").add_subparsers(dest="tiers_command", required=True, parser_class=_Parser)
