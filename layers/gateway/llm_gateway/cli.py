@@ -286,6 +286,9 @@ def cmd_models_set(args: argparse.Namespace) -> int:
             rpm[tier] = int(n)
         fields["rpm"] = rpm
     store = _store()
+    if "rpm" in fields:  # per tier: a tier not named keeps the limit an earlier `models set` gave it
+        earlier = store.get_catalog_overrides()["models"].get(args.model, {}).get("rpm") or {}
+        fields["rpm"] = {**earlier, **fields["rpm"]}
     catalog = Catalog(default_catalog(), store.get_catalog_overrides())
     if args.model not in catalog.models and "provider" not in fields:
         raise UsageError(f"model '{args.model}' is new: give its --provider")
