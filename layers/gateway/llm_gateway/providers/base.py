@@ -108,6 +108,7 @@ class HTTPProvider:
         self.timeout = timeout
         self.transport = transport
         self._client: httpx.AsyncClient | None = None
+        self._urls: dict[tuple[str, str], httpx.URL] = {}
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -133,6 +134,16 @@ class HTTPProvider:
     def url(self, path: str, model: str) -> str:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def _url(self, path: str, model: str) -> httpx.URL:
+        """The parsed upstream URL, parsed once: httpx re-parses a string URL on every request."""
+        key = (path, model)
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) > 1024:
+                self._urls.clear()
+            url = self._urls[key] = httpx.URL(self.url(path, model))
+        return url
+
     def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:  # pragma: no cover
         raise NotImplementedError
 
@@ -146,7 +157,7 @@ class HTTPProvider:
         try:
             async with asyncio.timeout(self.timeout):
                 response = await self.client.post(
-                    self.url(path, model), content=orjson.dumps(body), headers=self.headers(headers)
+                    self._url(path, model), content=orjson.dumps(body), headers=self.headers(headers)
                 )
         except TimeoutError:
             raise GatewayError("upstream_timeout", f"The {self.name} provider did not answer in time.") from None
@@ -169,7 +180,7 @@ class HTTPProvider:
 
         self.require_configured()
         request = self.client.build_request(
-            "POST", self.url(path, model), content=orjson.dumps(body),
+            "POST", self._url(path, model), content=orjson.dumps(body),
             headers={**self.headers(headers), "accept": "text/event-stream"},
         )
         response: httpx.Response | None = None
