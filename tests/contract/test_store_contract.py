@@ -6,6 +6,8 @@ own store (their own connection or boto3 client), as separate processes or Lambd
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -399,3 +401,134 @@ def test_catalog_overrides_merge_and_bump_the_version(store):
         "models": {"m1": {"provider": "mock", "input": "1.5", "rpm": {"vip": 9}, "output": "3"}},
         "tiers": {"vip": {"multiplier": "0.9"}},
     }
+
+
+# --- usage cursors --------------------------------------------------------------------------------
+
+def settle_usage(store, user_id: str, key_id: str, times: list[float], **kw) -> list[str]:
+    """Settled records at `times`; their request ids, newest first as the listing orders them."""
+    recs = [record(user_id, key_id, reserved=0, cost=1, created_at=t, **kw) for t in times]
+    for r in recs:
+        assert store.settle(r)
+    return [r.request_id for r in sorted(recs, key=lambda r: (r.created_at, r.request_id), reverse=True)]
+
+
+def walk(store, user_id: str, limit: int, between=None, **filters) -> list[list[str]]:
+    """Every page's request ids, following next_cursor until it is None; `between(n)` runs after page n."""
+    pages, cursor = [], None
+    while True:
+        page = store.list_usage(user_id, limit=limit, cursor=cursor, **filters)
+        pages.append([r.request_id for r in page.records])
+        if between:
+            between(len(pages))
+        cursor = page.next_cursor
+        if cursor is None:
+            return pages
+        assert len(pages) < 50, "the walk does not end"
+
+
+@pytest.mark.parametrize("with_totals", [True, False])
+def test_usage_cursor_walk_returns_every_record_once_newest_first(store, with_totals):
+    user_id = make_user(store)
+    key = make_key(store, user_id)
+    # ties on created_at are ordered by request id, and a cursor may fall between them
+    newest_first = settle_usage(store, user_id, key.key_id, [NOW, NOW + 1, NOW + 1, NOW + 1, NOW + 2, NOW + 3, NOW + 3])
+    settle_usage(store, make_user(store), key.key_id, [NOW + 1])
+    pages = walk(store, user_id, 3, with_totals=with_totals)
+    assert pages == [newest_first[0:3], newest_first[3:6], newest_first[6:]]
+    assert walk(store, user_id, 7) == [newest_first]  # a full last page says no more follow
+    assert walk(store, user_id, 6) == [newest_first[:6], newest_first[6:]]
+    assert walk(store, "nobody", 3) == [[]]
+    page = store.list_usage(user_id, limit=3, with_totals=with_totals,
+                            cursor=store.list_usage(user_id, limit=3).next_cursor)
+    totals = (page.total, page.requests, page.cost, page.input_tokens, page.output_tokens)
+    assert totals == ((7, 7, 7, 0, 0) if with_totals else (None,) * 5)  # totals cover the whole range
+
+
+def test_usage_cursor_walk_is_stable_under_newer_inserts(store):
+    user_id = make_user(store)
+    key = make_key(store, user_id)
+    newest_first = settle_usage(store, user_id, key.key_id, [NOW + i for i in range(6)])
+
+    def settle_a_newer_one(pages_read: int) -> None:
+        settle_usage(store, user_id, key.key_id, [NOW + 100 + pages_read])
+
+    pages = walk(store, user_id, 2, between=settle_a_newer_one)
+    assert pages == [newest_first[0:2], newest_first[2:4], newest_first[4:6]]
+    assert store.list_usage(user_id).total == 9
+
+
+def test_usage_cursor_walk_honours_the_filters(store):
+    user_id = make_user(store)
+    key = make_key(store, user_id)
+    a = settle_usage(store, user_id, key.key_id, [NOW + i for i in range(0, 12, 2)], model="a")
+    b = settle_usage(store, user_id, key.key_id, [NOW + i for i in range(1, 12, 2)], model="b")
+    assert sum(walk(store, user_id, 2, model="a"), []) == a
+    assert sum(walk(store, user_id, 4, model="b", with_totals=False), []) == b
+    # since is inclusive, until exclusive: NOW+8 (a), NOW+7 (b) ... NOW+3 (b)
+    window = [a[1], b[2], a[2], b[3], a[3], b[4]]
+    assert sum(walk(store, user_id, 2, since=NOW + 3, until=NOW + 9), []) == window
+    assert sum(walk(store, user_id, 5, since=NOW + 3, until=NOW + 9, with_totals=False), []) == window
+    assert sum(walk(store, user_id, 1, since=NOW + 9, model="b"), []) == b[:2]
+
+
+def test_usage_cursor_offset_pages_and_cursor_pages_agree(store):
+    user_id = make_user(store)
+    key = make_key(store, user_id)
+    newest_first = settle_usage(store, user_id, key.key_id, [NOW + i for i in range(5)])
+    first = store.list_usage(user_id, limit=2, offset=2)  # an offset page hands out a cursor too
+    assert [r.request_id for r in first.records] == newest_first[2:4]
+    rest = store.list_usage(user_id, limit=2, cursor=first.next_cursor)
+    assert ([r.request_id for r in rest.records], rest.next_cursor) == (newest_first[4:], None)
+    assert store.list_usage(user_id, limit=2, offset=4).next_cursor is None
+    assert store.list_usage(user_id, limit=2, offset=1, with_totals=False).records == \
+        store.list_usage(user_id, limit=2, offset=1).records
+
+
+def test_usage_cursor_refuses_garbage_and_other_listings(store):
+    user_id = make_user(store)
+    other = make_user(store)
+    key = make_key(store, user_id)
+    settle_usage(store, user_id, key.key_id, [NOW + i for i in range(3)], model="a")
+    cursor = store.list_usage(user_id, limit=1, model="a", since=NOW).next_cursor
+    assert cursor and all(c.isalnum() or c in "-_" for c in cursor)
+    assert len(store.list_usage(user_id, limit=1, model="a", since=NOW, cursor=cursor).records) == 1
+    forged = base64.urlsafe_b64encode(json.dumps([1, NOW - 5, "req_x", user_id, NOW, None, "a"]).encode())
+    for bad in ["garbage!", "", "Zm9v", cursor[:-3], base64.urlsafe_b64encode(b"[1,2,3]").decode(),
+                forged.decode().rstrip("=")]:
+        with pytest.raises(ValueError):
+            store.list_usage(user_id, limit=1, model="a", since=NOW, cursor=bad)
+    for filters in [{"model": "b", "since": NOW}, {"model": "a"}, {"model": "a", "since": NOW, "until": NOW + 9}]:
+        with pytest.raises(ValueError):
+            store.list_usage(user_id, limit=1, cursor=cursor, **filters)
+    with pytest.raises(ValueError):
+        store.list_usage(other, limit=1, model="a", since=NOW, cursor=cursor)
+    with pytest.raises(ValueError):
+        store.list_usage(user_id, limit=1, model="a", since=NOW, cursor=cursor, offset=1)
+
+
+def test_dynamodb_listing_without_totals_reads_only_about_a_page(dynamo_store):
+    store = dynamo_store
+    user_id = make_user(store)
+    key = make_key(store, user_id)
+    newest_first = settle_usage(store, user_id, key.key_id, [NOW + i for i in range(100)])
+    rare = settle_usage(store, user_id, key.key_id, [NOW + 0.5 + i for i in range(0, 100, 20)], model="rare")
+    reads: list[int] = []  # items each Query read (ScannedCount), before its filter
+    store._client.meta.events.register("after-call.dynamodb.Query",
+                                       lambda parsed, **kw: reads.append(parsed["ScannedCount"]))
+
+    page = store.list_usage(user_id, limit=5, with_totals=False)
+    assert [r.request_id for r in page.records] == newest_first[:5]
+    assert reads == [6]  # one Query: the page and one more to tell that more follow
+    reads.clear()
+    page = store.list_usage(user_id, limit=5, with_totals=False, cursor=page.next_cursor)
+    assert [r.request_id for r in page.records] == newest_first[5:10]
+    assert reads == [6]
+    reads.clear()
+    page = store.list_usage(user_id, limit=2, with_totals=False, model="rare")
+    assert [r.request_id for r in page.records] == rare[:2]
+    assert reads == [3, 6, 12, 24, 48]  # pages double while the filter leaves them short
+    reads.clear()
+
+    assert store.list_usage(user_id, limit=5).total == 105  # with totals: the whole range, as before
+    assert sum(reads) == 105

@@ -98,12 +98,16 @@ class UsageRecord:
 
 @dataclass
 class UsagePage:
-    total: int
+    """One page of a user's usage, newest first. The totals cover every record the filters match
+    (not just this page); they are None when the listing was asked `with_totals=False`."""
+
+    total: int | None
     records: list[UsageRecord]
-    cost: int
-    input_tokens: int
-    output_tokens: int
-    requests: int
+    cost: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    requests: int | None
+    next_cursor: str | None = None  # continues after the last record; None when no older record matches
 
 
 # What `update_user` / `update_key` may change; everything else is owned by admit/settle.
@@ -177,7 +181,13 @@ class Store(Protocol):
         model: str | None = None,
         offset: int = 0,
         limit: int = 20,
-    ) -> UsagePage: ...
+        cursor: str | None = None,
+        with_totals: bool = True,
+    ) -> UsagePage:
+        """Newest first (`created_at`, then `request_id`). `cursor`, a page's `next_cursor`, starts
+        right after that page (offset must then be 0) and is stable under newer inserts; a cursor
+        that is garbled or was made for another user or other filters is a ValueError.
+        `with_totals=False` skips the totals so a large range costs only the page's reads."""
 
     # catalog overrides
     def catalog_version(self) -> int: ...

@@ -39,6 +39,7 @@ import random
 import threading
 import time
 from dataclasses import fields as dc_fields
+from functools import partial
 from typing import Any, Iterator
 
 from .base import (
@@ -56,6 +57,7 @@ from .base import (
     UsageRecord,
     User,
 )
+from .cursor import UsageQuery
 
 __all__ = ["DynamoDBStore", "TABLES"]
 
@@ -75,6 +77,7 @@ _RETRYABLE = {
     "TransactionConflictException", "TransactionInProgressException", "ThrottlingException",
     "ProvisionedThroughputExceededException", "RequestLimitExceededException", "InternalServerError",
 }
+_MAX_PAGE = 1000  # the most items one bounded usage read asks for; DynamoDB stops at 1 MB anyway
 _MAX_ATTEMPTS = 10  # conflicts on a hot counter clear within a few backoffs (≤ 0.5 s each)
 
 
@@ -366,9 +369,13 @@ class DynamoDBStore:
         model: str | None = None,
         offset: int = 0,
         limit: int = 20,
+        cursor: str | None = None,
+        with_totals: bool = True,
     ) -> UsagePage:
-        """Newest first. Totals need every record in the range, so this reads the whole range
-        (one Query page per 1 MB, each billed as read); offset/limit only cut the returned slice."""
+        """Newest first. Totals need every record in the range, so with them this reads the whole
+        range (one Query page per 1 MB, each billed as read) and cuts the page from it. Without them
+        it reads only up to the page: Queries with `Limit`, starting after the cursor's key."""
+        q = UsageQuery(user_id, since, until, model, offset, limit, cursor)
         values: dict[str, Any] = {
             ":pk": _s(f"user#{user_id}"),
             ":lo": _s(_usage_sort_key(since, "") if since is not None else "0"),
@@ -381,20 +388,26 @@ class DynamoDBStore:
         if until is not None:
             filters.append("created_at < :until")
             values[":until"] = _n(until)
-        if model:
+        if q.model:
             filters.append("model = :model")
-            values[":model"] = _s(model)
-        items = self._query("usage", "pk = :pk AND sk BETWEEN :lo AND :hi", values,
-                            filter=" AND ".join(filters) or None, newest_first=True)
+            values[":model"] = _s(q.model)
+        start = None if q.start_after is None else {"pk": values[":pk"], "sk": _s(_usage_sort_key(*q.start_after))}
+        reading = partial(self._query, "usage", "pk = :pk AND sk BETWEEN :lo AND :hi", values,
+                          filter=" AND ".join(filters) or None, newest_first=True)
+        if not with_totals:
+            items = list(reading(start=start, at_most=offset + q.want))[offset:]
+            return q.page([_decode(UsageRecord, i) for i in items], None)
+        items = list(reading())
         records = [_decode(UsageRecord, i) for i in items]
-        return UsagePage(
-            total=len(records),
-            records=records[offset:offset + limit],
-            cost=sum(r.cost for r in records),
-            input_tokens=sum(r.input_tokens + r.cache_read_tokens + r.cache_write_tokens for r in records),
-            output_tokens=sum(r.output_tokens for r in records),
-            requests=len(records),
+        totals = (
+            len(records),
+            sum(r.cost for r in records),
+            sum(r.input_tokens + r.cache_read_tokens + r.cache_write_tokens for r in records),
+            sum(r.output_tokens for r in records),
         )
+        first = 0 if start is None else next(
+            (n for n, i in enumerate(items) if i["sk"]["S"] < start["sk"]["S"]), len(items))
+        return q.page(records[first + offset:first + offset + q.want], totals)
 
     # catalog overrides -----------------------------------------------------------------------
     def catalog_version(self) -> int:
@@ -502,15 +515,33 @@ class DynamoDBStore:
             raise missing from None
 
     def _query(self, table: str, key_condition: str, values: dict[str, Any], *, filter: str | None = None,
-               newest_first: bool = False) -> Iterator[dict[str, Any]]:
+               newest_first: bool = False, start: dict[str, Any] | None = None,
+               at_most: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every matching item; or, given `at_most`, no more than that many, reading about as few:
+        pages sized by `Limit` (items read, before the filter) that grow only while the filter
+        leaves them short. `start` is the key the query continues after."""
         params: dict[str, Any] = {
             "TableName": self.tables[table], "KeyConditionExpression": key_condition,
             "ExpressionAttributeValues": values, "ConsistentRead": True, "ScanIndexForward": not newest_first,
         }
         if filter:
             params["FilterExpression"] = filter
-        for page in self._client.get_paginator("query").paginate(**params):
-            yield from page["Items"]
+        if at_most is None:
+            for page in self._client.get_paginator("query").paginate(**params):
+                yield from page["Items"]
+            return
+        size = at_most
+        while at_most > 0:
+            if start is not None:
+                params["ExclusiveStartKey"] = start
+            page = self._client.query(**params, Limit=min(size, _MAX_PAGE))
+            found = page["Items"][:at_most]
+            yield from found
+            at_most -= len(found)
+            start = page.get("LastEvaluatedKey")
+            if start is None:
+                return
+            size *= 2
 
 
 # --- helpers ------------------------------------------------------------------------------------

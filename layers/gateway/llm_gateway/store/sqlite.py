@@ -30,6 +30,7 @@ from .base import (
     UsageRecord,
     User,
 )
+from .cursor import UsageQuery
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -328,7 +329,10 @@ class SQLiteStore:
         model: str | None = None,
         offset: int = 0,
         limit: int = 20,
+        cursor: str | None = None,
+        with_totals: bool = True,
     ) -> UsagePage:
+        q = UsageQuery(user_id, since, until, model, offset, limit, cursor)
         where = ["user_id = ?"]
         args: list[Any] = [user_id]
         if since is not None:
@@ -337,21 +341,26 @@ class SQLiteStore:
         if until is not None:
             where.append("created_at < ?")
             args.append(until)
-        if model:
+        if q.model:
             where.append("model = ?")
-            args.append(model)
+            args.append(q.model)
         clause = " AND ".join(where)
         conn = self._conn()
-        total, cost, tin, tout = conn.execute(
-            f"SELECT COUNT(*), COALESCE(SUM(cost), 0), COALESCE(SUM(input_tokens + cache_read_tokens"
-            f" + cache_write_tokens), 0), COALESCE(SUM(output_tokens), 0) FROM usage WHERE {clause}",
-            args,
-        ).fetchone()
+        totals = None
+        if with_totals:
+            totals = tuple(conn.execute(
+                f"SELECT COUNT(*), COALESCE(SUM(cost), 0), COALESCE(SUM(input_tokens + cache_read_tokens"
+                f" + cache_write_tokens), 0), COALESCE(SUM(output_tokens), 0) FROM usage WHERE {clause}",
+                args,
+            ).fetchone())
+        if q.start_after is not None:
+            clause += " AND (created_at, request_id) < (?, ?)"
+            args.extend(q.start_after)
         rows = conn.execute(
             f"SELECT * FROM usage WHERE {clause} ORDER BY created_at DESC, request_id DESC LIMIT ? OFFSET ?",
-            (*args, limit, offset),
+            (*args, q.want, offset),
         ).fetchall()
-        return UsagePage(total, [UsageRecord(**dict(r)) for r in rows], cost, tin, tout, total)
+        return q.page([UsageRecord(**dict(r)) for r in rows], totals)
 
     # catalog overrides ---------------------------------------------------------------------
     def catalog_version(self) -> int:
