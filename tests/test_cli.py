@@ -120,6 +120,28 @@ def test_usage_command_sums_records(cli):
     assert out["total"] == 0 and out["sum"] == {"cost": "0", "input_tokens": 0, "output_tokens": 0, "requests": 0}
 
 
+def test_usage_command_pages_with_cursors(cli, tmp_path):
+    from llm_gateway.store.base import UsageRecord
+    from llm_gateway.store.sqlite import SQLiteStore
+
+    cli("users", "create", "fay")
+    store = SQLiteStore(str(tmp_path / "gateway.db"))
+    store.init()
+    for i in range(3):
+        store.settle(UsageRecord(request_id=f"req_{i}", user_id="fay", key_id="key_x", model="m",
+                                 created_at=1_800_000_000.0 + i, cost=1_000))
+    rc, first = cli("usage", "fay", "--limit", "2")
+    assert rc == 0 and first["user_id"] == "fay" and first["total"] == 3 and first["sum"]["cost"] == "0.003"
+    assert [r["request_id"] for r in first["records"]] == ["req_2", "req_1"] and first["next_cursor"]
+    rc, last = cli("usage", "fay", "--limit", "2", "--cursor", first["next_cursor"])
+    assert rc == 0 and [r["request_id"] for r in last["records"]] == ["req_0"] and last["next_cursor"] is None
+    assert last["total"] == 3
+    rc, out = cli("usage", "fay", "--cursor", "garbage")
+    assert rc == 2 and set(out) == {"error"} and "--cursor" in out["error"]
+    rc, out = cli("usage", "fay", "--model", "m", "--cursor", first["next_cursor"])
+    assert rc == 2 and "--cursor" in out["error"]
+
+
 def test_readme_start_command_on_an_empty_folder_answers_with_the_printed_admin_key(tmp_path):
     server = serve(tmp_path, gateway_env(tmp_path / ".gateway"))
     try:

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from llm_gateway.money import format_micros, to_micros
+from llm_gateway.store.base import UsageRecord
 from llm_gateway.times import iso
 from tests.platform_client import ADMIN, ENCODINGS, chat, data, extra_gateway, get, post, refusal
 
@@ -118,6 +119,44 @@ def test_usage_filters_by_model_and_time_and_pages(gateway):
     window = data(get(gateway.url, "/api/v1/user/usage", key,
                       {"since": "2000-01-01T00:00:00Z", "until": "2999-01-01T00:00:00+00:00"}))
     assert window["total"] == 4
+
+
+def test_usage_cursor_walks_every_record_once_keeping_the_sums(gateway):
+    user_id = gateway.user(balance="10")
+    key = gateway.key(user_id)
+    for i in range(5):
+        assert gateway.store.settle(UsageRecord(request_id=f"req_cursor_{user_id}_{i}", user_id=user_id,
+                                                key_id="key_x", model="mock-gpt", created_at=1_800_000_000.0 + i,
+                                                cost=10))
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"pageSize": 2, **({"cursor": cursor, "page": 7} if cursor else {})}  # a cursor overrides page
+        answer = data(get(gateway.url, "/api/v1/user/usage", key, params))
+        assert set(answer) == {"total", "records", "sum", "next_cursor"}
+        assert answer["total"] == 5 and answer["sum"]["cost"] == format_micros(50)
+        seen += [r["request_id"] for r in answer["records"]]
+        pages += 1
+        cursor = answer["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3
+    assert seen == [f"req_cursor_{user_id}_{i}" for i in reversed(range(5))]
+    paged = data(get(gateway.url, "/api/v1/user/usage", key, {"page": 2, "pageSize": 2}))
+    assert [r["request_id"] for r in paged["records"]] == seen[2:4] and paged["next_cursor"]
+
+
+def test_usage_refuses_a_cursor_it_did_not_make_for_this_listing(gateway):
+    user_id = gateway.user(balance="10")
+    key = gateway.key(user_id)
+    for i in range(2):
+        assert chat(gateway.url, key, "mock-gpt").status_code == 200
+    cursor = data(get(gateway.url, "/api/v1/user/usage", key, {"pageSize": 1}))["next_cursor"]
+    assert cursor
+    other_key = gateway.key(gateway.user())
+    for caller, params in [(key, {"cursor": "not-a-cursor"}), (key, {"cursor": cursor, "model": "mock-gpt"}),
+                           (other_key, {"cursor": cursor})]:
+        message = refusal(get(gateway.url, "/api/v1/user/usage", caller, params), 400, "invalid_request_error")
+        assert "'cursor'" in message
 
 
 def test_usage_shows_only_the_callers_own_user(gateway):

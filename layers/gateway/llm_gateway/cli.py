@@ -329,7 +329,12 @@ def cmd_usage(args: argparse.Namespace) -> int:
     store = _store()
     _get_user(store, args.user_id)
     since = _time_arg(args.since, "--since")
-    page = store.list_usage(args.user_id, since=since, model=args.model, limit=args.limit)
+    if args.limit < 0:
+        raise UsageError("--limit must not be negative")
+    try:
+        page = store.list_usage(args.user_id, since=since, model=args.model, limit=args.limit, cursor=args.cursor)
+    except ValueError as exc:  # the only argument the store itself judges is the cursor
+        raise UsageError(f"--cursor: {exc}") from None
     _emit({"user_id": args.user_id, **usage_page_view(page)})
     return 0
 
@@ -417,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     us2.add_argument("--since")
     us2.add_argument("--model")
     us2.add_argument("--limit", type=int, default=20)
+    us2.add_argument("--cursor", help="a previous answer's next_cursor: the page after it")
     us2.set_defaults(func=cmd_usage)
     return p
 

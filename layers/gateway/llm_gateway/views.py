@@ -68,7 +68,8 @@ def usage_view(record: UsageRecord) -> dict[str, Any]:
 
 
 def usage_page_view(page: UsagePage) -> dict[str, Any]:
-    """One page of usage records, newest first, with the sums over every record the filter matched."""
+    """One page of usage records, newest first, with the sums over every record the filter matched
+    and the cursor that continues after it (null on the last page)."""
     return {
         "total": page.total,
         "records": [usage_view(r) for r in page.records],
@@ -78,6 +79,7 @@ def usage_page_view(page: UsagePage) -> dict[str, Any]:
             "output_tokens": page.output_tokens,
             "requests": page.requests,
         },
+        "next_cursor": page.next_cursor,
     }
 
 

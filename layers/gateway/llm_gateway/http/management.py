@@ -117,11 +117,16 @@ async def usage(request: Request, who: Caller = Depends(caller), rt: Runtime = D
     since = loose_time(query, "since")
     until = loose_time(query, "until")
     model = query.get("model") or None
-    page = loose_int(query, "page", minimum=1, maximum=1_000_000) or 1
+    cursor = query.get("cursor") or None  # a previous answer's next_cursor; it replaces `page`
+    page = 1 if cursor else loose_int(query, "page", minimum=1, maximum=1_000_000) or 1
     size = loose_int(query, "pageSize", minimum=1, maximum=MAX_PAGE_SIZE) or 20
-    found = rt.store.list_usage(
-        who.user_id, since=since, until=until, model=model, offset=(page - 1) * size, limit=size
-    )
+    try:
+        found = rt.store.list_usage(
+            who.user_id, since=since, until=until, model=model, offset=(page - 1) * size, limit=size, cursor=cursor
+        )
+    except ValueError:  # garbled, or made for other filters (or another user)
+        raise invalid("Invalid value for 'cursor': pass the next_cursor of an answer with the same filters.",
+                      "cursor") from None
     return platform_ok(usage_page_view(found))
 
 
