@@ -52,7 +52,6 @@ def test_failures_exit_non_zero_with_an_error_object(cli):
     ("users", "create", "x", "--balance", "1.0000001"),
     ("users", "create", "x", "--balance", "lots"),
     ("keys", "create", "x", "--expires", "tomorrow"),
-    ("models", "set", "brand-new-model", "--input", "1"),
     ("models", "set", "gpt-4o", "--rpm", "gold=5"),
     ("tiers", "set", "vip", "--multiplier", "abc"),
     ("frobnicate",),
@@ -112,6 +111,14 @@ def test_models_and_tiers(cli):
     assert rc == 0 and (m["rpm"]["regular"], m["rpm"]["vip"], m["rpm"]["premium"]) == (3, 7, 9)
     rc, t = cli("tiers", "set", "vip", "--rpm", "400", "--multiplier", "0.9")
     assert rc == 0 and t == {"tier": "vip", "rpm": 400, "multiplier": "0.9"}
+
+
+def test_models_set_adds_a_new_model_with_the_provider_its_name_implies(cli):
+    assert cli("models", "set", "brand-new-model", "--input", "1")[1]["provider"] == "openai"
+    assert cli("models", "set", "claude-next", "--output", "2")[1]["provider"] == "anthropic"
+    rc, m = cli("models", "set", "azure-gpt", "--provider", "azure", "--upstream-model", "my-deployment")
+    assert rc == 0 and (m["provider"], m["upstream_model"]) == ("azure", "my-deployment")
+    assert "brand-new-model" in cli("models", "list")[1]["models"]
 
 
 def test_usage_command_sums_records(cli):

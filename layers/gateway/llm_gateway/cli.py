@@ -291,11 +291,21 @@ def cmd_models_set(args: argparse.Namespace) -> int:
         fields["rpm"] = {**earlier, **fields["rpm"]}
     catalog = Catalog(default_catalog(), store.get_catalog_overrides())
     if args.model not in catalog.models and "provider" not in fields:
-        raise UsageError(f"model '{args.model}' is new: give its --provider")
+        fields["provider"] = _guess_provider(args.model)
     store.set_model_override(args.model, fields)
     after = _catalog_views(Catalog(default_catalog(), store.get_catalog_overrides()))
     _emit({"model": args.model, **after["models"][args.model]})
     return 0
+
+
+def _guess_provider(model: str) -> str:
+    """A new model's provider when `models set` names none: by the name's family, else OpenAI's wire
+    format (which any compatible upstream speaks)."""
+    if model.startswith("claude"):
+        return "anthropic"
+    if model.startswith("mock-"):
+        return "mock"
+    return "openai"
 
 
 def cmd_tiers_set(args: argparse.Namespace) -> int:
