@@ -138,6 +138,8 @@ class SQLiteStore:
         conn.execute("COMMIT")
 
     def init(self) -> None:
+        if sqlite3.sqlite_version_info < (3, 35):
+            raise RuntimeError(f"the SQLite store needs SQLite 3.35 or newer (this Python has {sqlite3.sqlite_version})")
         self._conn().executescript(_SCHEMA)
         self._initialised = True
 
@@ -259,39 +261,32 @@ class SQLiteStore:
         reserve: int,
         now: float,
     ) -> Admission:
-        with self._tx() as c:
-            updates: list[tuple[str, float, int]] = []
-            for counter in counters:
-                row = c.execute(
-                    "SELECT window_start, hits FROM counters WHERE counter_id = ?", (counter.counter_id,)
-                ).fetchone()
-                if row is None or now >= row[0] + counter.window:
-                    updates.append((counter.counter_id, now, 1))
-                elif row[1] < counter.limit:
-                    updates.append((counter.counter_id, row[0], row[1] + 1))
-                else:
-                    retry = max(1, math.ceil(row[0] + counter.window - now))
-                    return Admission(False, "rate", retry, counter.counter_id)
-            if reserve > 0:
-                row = c.execute("SELECT balance FROM users WHERE user_id = ?", (user_id,)).fetchone()
-                if row is None or row[0] < reserve:
-                    return Admission(False, "funds_user")
-                if key_id is not None:
-                    krow = c.execute(
-                        "SELECT max_fee, used_fee, held FROM keys WHERE key_id = ?", (key_id,)
-                    ).fetchone()
-                    if krow is not None and krow[0] is not None and krow[0] - krow[1] - krow[2] < reserve:
-                        return Admission(False, "funds_key")
-                c.execute("UPDATE users SET balance = balance - ? WHERE user_id = ?", (reserve, user_id))
-                if key_id is not None:
-                    c.execute("UPDATE keys SET held = held + ? WHERE key_id = ?", (reserve, key_id))
-            for counter_id, start, hits in updates:
-                c.execute(
-                    "INSERT INTO counters (counter_id, window_start, hits) VALUES (?, ?, ?)"
-                    " ON CONFLICT(counter_id) DO UPDATE SET window_start = excluded.window_start,"
-                    " hits = excluded.hits",
-                    (counter_id, start, hits),
-                )
+        """Each step writes optimistically and checks what it wrote; a refusal rolls the whole
+        transaction back, so a refused request neither counts against a limit nor holds money."""
+        try:
+            with self._tx() as c:
+                for counter in counters:
+                    start, hits = c.execute(_HIT, (counter.counter_id, now, counter.window)).fetchone()
+                    if hits > counter.limit:
+                        retry = max(1, math.ceil(start + counter.window - now))
+                        raise _Refused(Admission(False, "rate", retry, counter.counter_id))
+                if reserve > 0:
+                    taken = c.execute(
+                        "UPDATE users SET balance = balance - ? WHERE user_id = ? AND balance >= ?",
+                        (reserve, user_id, reserve),
+                    ).rowcount
+                    if not taken:
+                        raise _Refused(Admission(False, "funds_user"))
+                    if key_id is not None:
+                        held = c.execute(
+                            "UPDATE keys SET held = held + ? WHERE key_id = ?"
+                            " AND (max_fee IS NULL OR max_fee - used_fee - held >= ?)",
+                            (reserve, key_id, reserve),
+                        ).rowcount
+                        if not held and c.execute("SELECT 1 FROM keys WHERE key_id = ?", (key_id,)).fetchone():
+                            raise _Refused(Admission(False, "funds_key"))
+        except _Refused as refused:
+            return refused.admission
         return Admission(True)
 
     def settle(self, record: UsageRecord) -> bool:
@@ -392,6 +387,22 @@ class SQLiteStore:
 
     def set_tier_override(self, tier: str, fields: dict[str, Any]) -> None:
         self._set_override("tiers", tier, fields)
+
+
+# One rate-limit hit: open a window at `now`, or count one more in the open one; the caller compares
+# the returned count with the limit. (RETURNING needs SQLite 3.35, checked in init.)
+_HIT = (
+    "INSERT INTO counters (counter_id, window_start, hits) VALUES (?1, ?2, 1)"
+    " ON CONFLICT(counter_id) DO UPDATE SET"
+    " window_start = CASE WHEN ?2 >= window_start + ?3 THEN ?2 ELSE window_start END,"
+    " hits = CASE WHEN ?2 >= window_start + ?3 THEN 1 ELSE hits + 1 END"
+    " RETURNING window_start, hits"
+)
+
+
+class _Refused(Exception):
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
 
 
 def _key(row: sqlite3.Row) -> Key:
