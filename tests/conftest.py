@@ -99,11 +99,31 @@ def gateway_settings(store_url: str, fake_url: str, anthropic_url: str | None = 
     return Settings(store_url=store_url, env=env, **extra)
 
 
+# The spine's end-to-end modules run once per store: embedded SQLite and DynamoDB (moto on 127.0.0.1).
+BOTH_STORES = {"test_chat_openai_sdk", "test_admission", "test_bad_requests", "test_upstream_failures",
+               "test_http_surface"}
+
+
+def pytest_generate_tests(metafunc):
+    if "gateway" in metafunc.fixturenames:
+        module = metafunc.module.__name__.rsplit(".", 1)[-1]
+        stores = ["sqlite", "dynamodb"] if module in BOTH_STORES else ["sqlite"]
+        metafunc.parametrize("gateway", stores, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def gateway(tmp_path_factory, fake_openai, fake_anthropic):
-    db = tmp_path_factory.mktemp("store") / "gateway.db"
-    settings = gateway_settings(f"sqlite:///{db}", fake_openai.url, fake_anthropic.url, upstream_timeout=5.0)
-    runtime = Runtime.build(settings, open_store(settings.store_url))
+def gateway(request, tmp_path_factory, fake_openai, fake_anthropic):
+    if getattr(request, "param", "sqlite") == "dynamodb":
+        from tests.dynamo import table_prefix
+
+        request.getfixturevalue("moto_dynamodb")
+        store_url = f"dynamodb://{table_prefix()}"
+    else:
+        store_url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'gateway.db'}"
+    settings = gateway_settings(store_url, fake_openai.url, fake_anthropic.url, upstream_timeout=5.0)
+    store = open_store(settings.store_url)
+    store.init()
+    runtime = Runtime.build(settings, store)
     server = ServerThread(create_app(runtime=runtime)).start()
     yield Gateway(runtime, server.url, fake_openai, fake_anthropic)
     server.stop()
