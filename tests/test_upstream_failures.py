@@ -177,3 +177,22 @@ def test_long_upstream_pauses_send_sse_keepalive_comments_that_sdks_ignore(gatew
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from the fake upstream"
     finally:
         server.stop()
+
+
+def test_a_store_failure_at_settlement_is_retried_and_the_answer_still_delivered(gateway, monkeypatch):
+    model = gateway.model(input="2.5", output="10")
+    user = gateway.user(balance="5")
+    real = gateway.store.settle
+    calls = []
+
+    def flaky(record):
+        calls.append(record.request_id)
+        if len(calls) == 1:
+            raise RuntimeError("store briefly unavailable")
+        return real(record)
+
+    monkeypatch.setattr(gateway.store, "settle", flaky)
+    r = _post(gateway, gateway.key(user), _body(model))
+    assert r.status_code == 200
+    assert len(calls) == 2 and calls[0] == calls[1]
+    assert gateway.balance(user) == to_micros("5") - 98

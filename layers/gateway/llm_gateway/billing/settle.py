@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
+from .. import logs
 from ..admission.gate import Ticket
 from ..store.base import Store, UsageRecord
 from .cost import cost_micros
 from .usage import Usage
+
+
+_ATTEMPTS = 3
 
 
 def settle(store: Store, ticket: Ticket, usage: Usage | None, status: str = "ok") -> UsageRecord | None:
@@ -39,5 +44,15 @@ def settle(store: Store, ticket: Ticket, usage: Usage | None, status: str = "ok"
         latency_ms=int((time.monotonic() - ticket.started) * 1000),
         status=status,
     )
-    store.settle(record)
+    for attempt in range(_ATTEMPTS):
+        try:
+            store.settle(record)  # idempotent per request id, so a retry after a lost reply is safe
+            return record
+        except Exception:  # noqa: BLE001 - the answer was produced; the charge must not vanish silently
+            if attempt + 1 < _ATTEMPTS:
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            # The client has its answer; what it owes is in this line, for the operator to
+            # reconcile (it holds ids and counts, never a key or a prompt).
+            logs.log("settlement failed", level=logging.ERROR, exc_info=True, **record.as_dict())
     return record
