@@ -78,7 +78,8 @@ def start_gateway(
         "GATEWAY_STORE_URL": f"sqlite:///{workdir}/gateway.db",
         "OPENAI_API_KEY": UPSTREAM_KEY,
         "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
-        "GATEWAY_LOG_LEVEL": "WARNING",
+        # the default level: one JSON log line per request, as operators run it
+        "GATEWAY_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
         **(extra_env or {}),
     })
     cli = [sys.executable, "-m", "llm_gateway.cli"]
