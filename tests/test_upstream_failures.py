@@ -196,3 +196,31 @@ def test_a_store_failure_at_settlement_is_retried_and_the_answer_still_delivered
     assert r.status_code == 200
     assert len(calls) == 2 and calls[0] == calls[1]
     assert gateway.balance(user) == to_micros("5") - 98
+
+
+def test_httpx_own_pool_serves_the_same_calls(gateway):
+    """Lambda uses httpx's own transport (GATEWAY_HTTP_TRANSPORT=httpx): answers, streams, errors."""
+    settings = Settings(store_url=gateway.runtime.settings.store_url, http_transport="httpx",
+                        env=gateway.runtime.settings.env)
+    server = ServerThread(create_app(runtime=Runtime.build(settings))).start()
+    try:
+        assert not type(Runtime.build(settings).providers.get("openai").pool).__module__.startswith("httpx_aiohttp")
+        ok = gateway.model(input="2.5", output="10")
+        failing = gateway.model(behavior={"status": 400, "message": "bad field"})
+        breaking = gateway.model(behavior={"fail_after": 2})
+        user = gateway.user(balance="5")
+        headers = {"Authorization": f"Bearer {gateway.key(user)}"}
+
+        def call(model, stream=False):
+            return httpx.post(server.url + "/v1/chat/completions", headers=headers, timeout=30,
+                              json={**_body(model), "stream": stream})
+
+        assert call(ok).json()["choices"][0]["message"]["content"] == "Hello from the fake upstream"
+        streamed = _sse_data(call(ok, stream=True).text)
+        assert streamed[-1] == "[DONE]"
+        assert call(failing).status_code == 400 and call(failing).json()["error"]["message"] == "bad field"
+        broken = _sse_data(call(breaking, stream=True).text)
+        assert json.loads(broken[-2])["error"]["type"] == "upstream_error"
+        assert gateway.balance(user) < to_micros("5")
+    finally:
+        server.stop()
