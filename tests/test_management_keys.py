@@ -311,7 +311,7 @@ def test_the_eleventh_key_change_within_a_second_is_429(gateway):
         return out
 
     responses = _within_one_second(burst)
-    assert [r.status_code for r in responses] == [200] * 10 + [429]
+    assert [r.status_code for r in responses] == [200] * 10 + [429], [r.text[:200] for r in responses]
     refusal(responses[-1], 429, "rate_limit_error")
     assert responses[-1].headers["retry-after"] == "1"
     time.sleep(1.05)
