@@ -219,6 +219,17 @@ def test_window_resets_after_expiry(store):
     assert store.admit(user_id, None, [counter], 0, NOW + 121).ok
 
 
+def test_one_second_windows_for_the_platform_limits(store):
+    user_id = make_user(store)
+    counter = Counter("writes:" + user_id, limit=10, window=1.0)
+    assert all(store.admit(user_id, None, [counter], 0, NOW + i / 100).ok for i in range(10))
+    refused = store.admit(user_id, None, [counter], 0, NOW + 0.25)
+    assert (refused.refused, refused.retry_after) == ("rate", 1)
+    assert store.admit(user_id, None, [counter], 0, NOW + 1.0).ok  # a new window
+    assert all(store.admit(user_id, None, [counter], 0, NOW + 1.0 + i / 100).ok for i in range(1, 10))
+    assert not store.admit(user_id, None, [counter], 0, NOW + 1.5).ok
+
+
 def test_window_state_is_shared_between_processes(store, store_url):
     user_id = make_user(store)
     counter = Counter("rpm:" + user_id, limit=2)
