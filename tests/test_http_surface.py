@@ -41,6 +41,12 @@ def test_model_calls_carry_the_gateway_overhead(gateway):
         assert float(r.headers["x-gateway-overhead-ms"]) >= 0
 
 
+def test_refused_model_calls_carry_the_gateway_overhead_too(gateway):
+    r = httpx.post(gateway.base_url + "/chat/completions", json={})
+    assert r.status_code == 401 and float(r.headers["x-gateway-overhead-ms"]) >= 0
+    assert "x-gateway-overhead-ms" not in httpx.get(gateway.url + "/healthz").headers
+
+
 def test_cors_preflight_is_answered_for_any_origin(gateway):
     r = httpx.options(gateway.base_url + "/chat/completions", headers={
         "Origin": "https://somewhere.example", "Access-Control-Request-Method": "POST",

@@ -35,17 +35,23 @@ class GatewayMiddleware:
         state["log"] = info
         status_box = [0]
         rid = request_id.encode()
+        path = scope.get("path", "")
+        model_call = is_model_call(path)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
                 headers = list(message.get("headers", []))
-                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                names = {k.lower() for k, _ in headers}
+                if b"x-request-id" not in names:
                     headers.append((b"x-request-id", rid))
+                if model_call and b"x-gateway-overhead-ms" not in names:
+                    # refusals and errors too: all of their time was the gateway's own
+                    overhead = (time.perf_counter() - start - state["upstream_s"]) * 1000
+                    headers.append((b"x-gateway-overhead-ms", f"{max(overhead, 0.0):.3f}".encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
-        path = scope.get("path", "")
         try:
             length = _content_length(scope)
             if length is not None and length > self.max_body_bytes:
@@ -66,6 +72,11 @@ class GatewayMiddleware:
                 ms=logs.now_ms(start),
                 **info,
             )
+
+
+def is_model_call(path: str) -> bool:
+    """The routes that call a model (every /v1/ route but the model list)."""
+    return path.startswith("/v1/") and not path.startswith("/v1/models")
 
 
 def _content_length(scope: Scope) -> int | None:
