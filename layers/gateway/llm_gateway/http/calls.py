@@ -50,12 +50,6 @@ class Plan(Protocol):
     def translator(self) -> StreamTranslator: ...
 
 
-def _overhead_header(request: Request) -> dict[str, str]:
-    state = request.scope["state"]
-    overhead = (time.perf_counter() - state["t0"] - state["upstream_s"]) * 1000
-    return {"x-gateway-overhead-ms": f"{max(overhead, 0.0):.3f}"}
-
-
 def _fallback_usage(ticket_input: int, reported: Usage | None, texts: list[str], encoding: str) -> Usage:
     """Usage for an answer the upstream did not finish reporting: count what was produced."""
     counted = tokens.count_text("".join(texts), encoding)
@@ -112,12 +106,11 @@ async def serve_call(
         record = settle(rt.store, ticket, usage)
         if record is not None:
             info["cost"] = record.cost
-        return JSON(body, headers=_overhead_header(request))
+        return JSON(body)
 
     translator = plan.translator()
     return EventStreamResponse(
         _pump(rt, ticket, events, translator, input_tokens, spec.encoding, info),
-        headers=_overhead_header(request),
         keepalive=rt.settings.sse_keepalive,
     )
 

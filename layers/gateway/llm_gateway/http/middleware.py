@@ -29,7 +29,6 @@ class GatewayMiddleware:
         request_id = "req_" + uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
-        state["t0"] = start
         state["upstream_s"] = 0.0
         info: dict = {}
         state["log"] = info
@@ -46,7 +45,8 @@ class GatewayMiddleware:
                 if b"x-request-id" not in names:
                     headers.append((b"x-request-id", rid))
                 if model_call and b"x-gateway-overhead-ms" not in names:
-                    # refusals and errors too: all of their time was the gateway's own
+                    # set as the headers leave: time in the gateway so far, less the upstream's
+                    # wait that serve_call recorded (for a stream, until its first event)
                     overhead = (time.perf_counter() - start - state["upstream_s"]) * 1000
                     headers.append((b"x-gateway-overhead-ms", f"{max(overhead, 0.0):.3f}".encode()))
                 message = {**message, "headers": headers}
