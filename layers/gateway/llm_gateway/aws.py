@@ -73,11 +73,11 @@ def buffered_handler(families: Iterable[str]) -> Any:
 
 
 def _from_ssm(prefix: str) -> dict[str, str]:
-    import boto3
+    from .awsclients import client
 
     path = "/" + prefix.strip("/")
     out: dict[str, str] = {}
-    paginator = boto3.client("ssm").get_paginator("get_parameters_by_path")
+    paginator = client("ssm").get_paginator("get_parameters_by_path")
     for page in paginator.paginate(Path=path, WithDecryption=True, Recursive=False):
         for param in page["Parameters"]:
             out[param["Name"].rsplit("/", 1)[-1]] = param["Value"]
@@ -85,9 +85,9 @@ def _from_ssm(prefix: str) -> dict[str, str]:
 
 
 def _from_secrets_manager(arn: str) -> dict[str, str]:
-    import boto3
+    from .awsclients import client
 
-    raw = boto3.client("secretsmanager").get_secret_value(SecretId=arn).get("SecretString") or "{}"
+    raw = client("secretsmanager").get_secret_value(SecretId=arn).get("SecretString") or "{}"
     try:
         values = json.loads(raw)
     except ValueError:

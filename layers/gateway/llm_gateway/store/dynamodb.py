@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import threading
 import time
 from dataclasses import fields as dc_fields
 from functools import partial
@@ -82,7 +81,7 @@ _MAX_ATTEMPTS = 10  # conflicts on a hot counter clear within a few backoffs (â‰
 
 
 class DynamoDBStore:
-    """The Store protocol over DynamoDB; one boto3 client per store (one store per process)."""
+    """The Store protocol over DynamoDB; one botocore client per store (one store per process)."""
 
     def __init__(self, prefix: str, client: Any = None) -> None:
         if not prefix:
@@ -546,17 +545,13 @@ class DynamoDBStore:
 
 # --- helpers ------------------------------------------------------------------------------------
 
-_client_lock = threading.Lock()
-
-
 def _new_client() -> Any:
-    """A DynamoDB client from boto3's own settings (region, credentials, AWS_ENDPOINT_URL_DYNAMODB)."""
-    import boto3
+    """A DynamoDB client from the AWS SDK's own settings (region, credentials, AWS_ENDPOINT_URL_DYNAMODB)."""
     from botocore.config import Config
 
-    with _client_lock:  # boto3 sessions are not safe to create from several threads at once
-        session = boto3.session.Session()
-    return session.client(
+    from ..awsclients import client
+
+    return client(
         "dynamodb",
         config=Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3, read_timeout=10,
                       tcp_keepalive=True, max_pool_connections=32),
