@@ -64,12 +64,35 @@ print(json.dumps({{"seconds": imported, "cpu": cpu, "with_client": time.perf_cou
 _PYCACHE = tempfile.mkdtemp(prefix="llmgw-pycache-")
 
 
+def _layer_package() -> str:
+    """The llm_gateway package as the layer build leaves it: with the trimmed AWS endpoint table."""
+    import shutil
+
+    import botocore
+
+    site = Path(tempfile.mkdtemp(prefix="llmgw-layer-"))
+    shutil.copytree(ROOT / "layers" / "gateway" / "llm_gateway", site / "llm_gateway",
+                    ignore=shutil.ignore_patterns("__pycache__", "tokenizers"))
+    data = site / "botocore" / "data"
+    data.mkdir(parents=True)
+    (data / "endpoints.json").symlink_to(Path(botocore.__file__).parent / "data" / "endpoints.json")
+    makefile = (ROOT / "layers" / "gateway" / "Makefile").read_text()
+    services = next(l for l in makefile.splitlines() if l.startswith("AWS_SERVICES :=")).split(":=")[1].split()
+    subprocess.run([sys.executable, str(ROOT / "layers" / "gateway" / "trim_endpoints.py"), str(site), *services],
+                   check=True)
+    shutil.rmtree(site / "botocore")  # only the table was needed; botocore itself comes from the venv
+    return str(site)
+
+
+_LAYER = _layer_package()
+
+
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     return {
         **env,
         "PYTHONPYCACHEPREFIX": _PYCACHE,
-        "PYTHONPATH": str(ROOT / "layers" / "gateway"),
+        "PYTHONPATH": _LAYER,
         "GATEWAY_STORE_URL": "dynamodb://bench",
         "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_EC2_METADATA_DISABLED": "true",
