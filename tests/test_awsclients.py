@@ -39,7 +39,9 @@ def test_shared_data_equal_botocores(loaders, name):
 def test_service_list_matches_botocores_scan(loaders):
     fast, stock = loaders
     names = fast.list_available_services("service-2")
-    assert "dynamodb" in names and "no-such-service" not in names and "../dynamodb" not in names
+    assert "dynamodb" in names and "no-such-service" not in names
+    for odd in ("../dynamodb", "..", ".", ""):
+        assert odd not in names
     assert list(names) == stock.list_available_services("service-2")
     assert len(names) == len(stock.list_available_services("service-2")) > 300
 

@@ -109,7 +109,7 @@ class _ServiceNames(Sequence):
         self._all: list[str] | None = None
 
     def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str) or os.sep in name:
+        if not isinstance(name, str) or not name or os.sep in name or name in (os.curdir, os.pardir):
             return False
         if name not in self._known:
             self._known[name] = self._loader.has_service(name, self._type)
