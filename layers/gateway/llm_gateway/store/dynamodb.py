@@ -150,9 +150,7 @@ class DynamoDBStore:
             if user is None:
                 raise NotFound(f"no user {user_id}")
             return user
-        expr = _Update()
-        for name, value in fields.items():
-            expr.set(name, value)
+        expr = _Update(fields)
         attrs = self._update("users", {"user_id": _s(user_id)}, expr, "attribute_exists(user_id)",
                              NotFound(f"no user {user_id}"))
         return _decode(User, attrs)
@@ -230,9 +228,7 @@ class DynamoDBStore:
             if key is None:
                 raise NotFound(f"no key {key_id}")
             return key
-        expr = _Update()
-        for name, value in fields.items():
-            expr.set(name, value)
+        expr = _Update(fields)
         if "max_fee" in fields:
             # fee_left = max_fee - spent, the quantity admit's condition compares
             expr.sets.append("fee_left = :fee_cap - spent")
@@ -636,12 +632,15 @@ def _usage_sort_key(created_at: float, request_id: str) -> str:
 class _Update:
     """SET/REMOVE/ADD clauses with placeholder names, so any attribute name is safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, fields: dict[str, Any] | None = None) -> None:
+        """`fields`: attributes to SET (None values are REMOVEd), as `set` takes them."""
         self.sets: list[str] = []
         self.removes: list[str] = []
         self.adds: list[str] = []
         self.names: dict[str, str] = {}
         self.values: dict[str, Any] = {}
+        for attr, value in (fields or {}).items():
+            self.set(attr, value)
 
     def _name(self, attr: str) -> str:
         token = f"#a{len(self.names)}"
