@@ -76,9 +76,11 @@ def _layer_package() -> str:
     data = site / "botocore" / "data"
     data.mkdir(parents=True)
     (data / "endpoints.json").symlink_to(Path(botocore.__file__).parent / "data" / "endpoints.json")
-    makefile = (ROOT / "layers" / "gateway" / "Makefile").read_text()
-    services = next(l for l in makefile.splitlines() if l.startswith("AWS_SERVICES :=")).split(":=")[1].split()
-    subprocess.run([sys.executable, str(ROOT / "layers" / "gateway" / "trim_endpoints.py"), str(site), *services],
+    # the layer Makefile's AWS_SERVICES, which tests/test_awsclients.py holds equal to this tuple
+    sys.path.insert(0, str(ROOT / "layers" / "gateway"))
+    from llm_gateway.awsclients import SERVICES
+
+    subprocess.run([sys.executable, str(ROOT / "layers" / "gateway" / "trim_endpoints.py"), str(site), *SERVICES],
                    check=True)
     shutil.rmtree(site / "botocore")  # only the table was needed; botocore itself comes from the venv
     return str(site)
