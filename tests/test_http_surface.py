@@ -115,3 +115,28 @@ def test_unexpected_fault_is_a_generic_500_with_the_request_id(gateway, monkeypa
     body = r.json()["error"]
     assert r.headers["x-request-id"] in body["message"]
     assert "secret internals" not in r.text and "Traceback" not in r.text
+
+
+def test_unexpected_fault_answers_in_the_callers_family_and_logs_500(gateway, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(gateway.runtime.gate, "admit", boom)
+    handler = _Capture()
+    logger = logging.getLogger("llm_gateway")
+    logger.addHandler(handler)
+    try:
+        r = httpx.post(gateway.url + "/v1/messages", headers={"x-api-key": gateway.key()},
+                       json={"model": "mock-claude", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]})
+    finally:
+        logger.removeHandler(handler)
+    assert r.status_code == 500
+    body = r.json()
+    assert body["type"] == "error" and body["error"]["type"] == "api_error"
+    request_id = r.headers["x-request-id"]
+    assert request_id in body["error"]["message"] and "secret internals" not in r.text
+    import json
+
+    lines = [json.loads(line) for line in handler.lines if request_id in line]
+    assert [line["status"] for line in lines if line["msg"] == "request"] == [500]
+    assert any(line["msg"] == "unhandled error" for line in lines)

@@ -10,7 +10,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import logs
 from ..errors import GatewayError
@@ -90,37 +89,6 @@ def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = 
         expose_headers=["x-request-id", "x-gateway-overhead-ms", "retry-after"],
         max_age=600,
     )
-    app.add_middleware(GuardMiddleware)
     app.add_middleware(GatewayMiddleware, max_body_bytes=rt.settings.max_body_bytes)
     return app
 
-
-class GuardMiddleware:
-    """Turns an unexpected fault into a generic 500 in the caller's family, never a stack trace.
-
-    It sits inside GatewayMiddleware so the 500 carries the request id, which the log line shares.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = [False]
-
-        async def tracking_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                started[0] = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception:
-            request_id = scope["state"]["request_id"]
-            logs.log("unhandled error", level=40, exc_info=True, request_id=request_id)
-            if started[0]:
-                return
-            err = GatewayError("internal", f"Internal error; quote request id {request_id} when reporting it.")
-            await error_response(err, family_for_path(scope.get("path", "")), request_id)(scope, receive, send)

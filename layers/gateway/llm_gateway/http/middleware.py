@@ -1,12 +1,14 @@
-"""The outermost layer of every app: request id, body-size gate, timing and the request log line.
+"""The outermost layer of every app: request id, body-size gate, timing, the request log line, and
+the last-resort 500.
 
 Pure ASGI (no BaseHTTPMiddleware) so streaming responses pass through untouched, chunk by chunk.
+One layer does all of it: every layer wraps every message a response sends.
 """
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,7 +28,7 @@ class GatewayMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        request_id = "req_" + uuid.uuid4().hex
+        request_id = "req_" + os.urandom(16).hex()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["upstream_s"] = 0.0
@@ -62,6 +64,13 @@ class GatewayMiddleware:
                 await error_response(err, family_for_path(path), request_id)(scope, receive, send_with_id)
                 return
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # An unexpected fault: a generic 500 in the caller's family, never a stack trace; the
+            # log line and the 500 share the request id.
+            logs.log("unhandled error", level=40, exc_info=True, request_id=request_id)
+            if not status_box[0]:
+                err = GatewayError("internal", f"Internal error; quote request id {request_id} when reporting it.")
+                await error_response(err, family_for_path(path), request_id)(scope, receive, send_with_id)
         finally:
             logs.log(
                 "request",
