@@ -9,6 +9,9 @@ Prints one JSON object. Bounded: a fixed number of requests, and a time cap per 
 
 Targets (2 cores shared by load generator, upstream and gateway): added p50 ≤ 1.5 ms and p99 ≤ 5 ms
 sequential; gateway rps ≥ 50% of direct rps at concurrency 16 (non-streaming); RSS ≤ 150 MB.
+Next to the non-streaming phase it measures bench/relay_floor.py's bare relays (no framework, no
+checks; with and without the SQLite store's two transactions): what no Python relay on this stack
+exceeds, so the requests/s share can be read against it.
 It also runs the Claude-through-chat streaming case of bench/claude_translation.py against a fake
 Anthropic upstream (translation ≤ 20 µs per chunk, ≤ 1 ms added to the first byte).
 """
@@ -30,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "layers" / "gateway"))
 
-from bench import claude_translation  # noqa: E402
+from bench import claude_translation, relay_floor  # noqa: E402
 from bench._loadgen import Connection  # noqa: E402
 from tests.fakes.server import free_port  # noqa: E402
 
@@ -196,6 +199,8 @@ async def run(args: argparse.Namespace) -> dict:
                 "gateway": through,
                 "gateway_share_of_direct_rps": round(through["rps"] / direct["rps"], 3),
             }
+            if name == "non_streaming":
+                result["relay_floor_non_streaming"] = await floor(up_port, workdir, plain, direct, through, args)
         result["gateway_peak_rss_mb"] = peak_rss_mb(gateway.pid)
         # After the OpenAI phases: Claude's count uses a second tiktoken encoding (cl100k_base).
         claude = await claude_translation.measure(claude_port, gw_port, key, args.sequential)
@@ -211,12 +216,33 @@ async def run(args: argparse.Namespace) -> dict:
         return result
     finally:
         for proc in (gateway, upstream, claude_upstream):
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(proc)
+
+
+async def floor(up_port: int, workdir: str, body: bytes, direct: dict, gateway: dict, args: argparse.Namespace) -> dict:
+    """bench/relay_floor.py's bare relays, under the same load as the gateway just had."""
+    out: dict = {}
+    for variant in relay_floor.VARIANTS:
+        port = free_port()
+        proc = relay_floor.start(variant, up_port, port, workdir)
+        try:
+            _wait_http(port, proc)
+            measured = await throughput(port, {"Authorization": f"Bearer {UPSTREAM_KEY}"}, body,
+                                        args.concurrency, args.requests)
+        finally:
+            stop(proc)
+        out[variant] = {**measured, "share_of_direct_rps": round(measured["rps"] / direct["rps"], 3)}
+    out["gateway_share_of_relay_sqlite_rps"] = round(gateway["rps"] / out["relay_sqlite"]["rps"], 3)
+    return out
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    if proc is not None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def main() -> None:
