@@ -12,8 +12,9 @@ import pytest
 from llm_gateway.config import Settings
 from llm_gateway.http.app import create_app
 from llm_gateway.money import to_micros
+from llm_gateway.providers.pool import AiohttpPool, HttpxPool
 from llm_gateway.runtime import Runtime
-from tests.fakes.server import ServerThread
+from tests.fakes.server import ServerThread, free_port
 
 
 def _post(gateway, key, body, stream=False):
@@ -204,7 +205,7 @@ def test_httpx_own_pool_serves_the_same_calls(gateway):
                         env=gateway.runtime.settings.env)
     server = ServerThread(create_app(runtime=Runtime.build(settings))).start()
     try:
-        assert not type(Runtime.build(settings).providers.get("openai").pool).__module__.startswith("httpx_aiohttp")
+        assert isinstance(Runtime.build(settings).providers.get("openai").pool, HttpxPool)
         ok = gateway.model(input="2.5", output="10")
         failing = gateway.model(behavior={"status": 400, "message": "bad field"})
         breaking = gateway.model(behavior={"fail_after": 2})
@@ -222,5 +223,80 @@ def test_httpx_own_pool_serves_the_same_calls(gateway):
         broken = _sse_data(call(breaking, stream=True).text)
         assert json.loads(broken[-2])["error"]["type"] == "upstream_error"
         assert gateway.balance(user) < to_micros("5")
+    finally:
+        server.stop()
+
+
+class _BrokenUpstream:
+    """A TCP server on 127.0.0.1 that reads a request and answers `reply` (no HTTP), then closes."""
+
+    def __init__(self, reply: bytes) -> None:
+        import threading
+
+        self.reply = reply
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(self.reply)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("pool", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("reply", [None, b"", b"this is not HTTP at all\r\n\r\n"],
+                         ids=["refused", "closed", "garbage"])
+def test_an_unreachable_or_broken_upstream_is_502_and_charges_nothing(gateway, pool, stream, reply):
+    if reply is None:
+        port, broken = free_port(), None  # nothing listens there
+    else:
+        broken = _BrokenUpstream(reply)
+        port = broken.port
+    env = {**gateway.runtime.settings.env, "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1"}
+    settings = Settings(store_url=gateway.runtime.settings.store_url, http_transport=pool, env=env)
+    rt = Runtime.build(settings)
+    server = ServerThread(create_app(runtime=rt)).start()
+    try:
+        assert isinstance(rt.providers.get("openai").pool, {"aiohttp": AiohttpPool, "httpx": HttpxPool}[pool])
+        user = gateway.user(balance="5")
+        r = httpx.post(server.url + "/v1/chat/completions", json={**_body("gpt-4o-mini"), "stream": stream},
+                       headers={"Authorization": f"Bearer {gateway.key(user)}"}, timeout=30)
+        assert r.status_code == 502, r.text
+        err = r.json()["error"]
+        assert err["code"] == "upstream_error" and "openai provider" in err["message"]
+        assert gateway.balance(user) == to_micros("5")
+    finally:
+        server.stop()
+        if broken is not None:
+            broken.close()
+
+
+@pytest.mark.parametrize("pool", ["aiohttp", "httpx"])
+def test_a_gzip_compressed_answer_is_read_and_billed_by_either_pool(gateway, pool):
+    model = gateway.model(input="2.5", output="10", behavior={"gzip": True, "text": "squeezed"})
+    settings = Settings(store_url=gateway.runtime.settings.store_url, http_transport=pool,
+                        env=gateway.runtime.settings.env)
+    server = ServerThread(create_app(runtime=Runtime.build(settings))).start()
+    try:
+        user = gateway.user(balance="5")
+        r = httpx.post(server.url + "/v1/chat/completions", json=_body(model),
+                       headers={"Authorization": f"Bearer {gateway.key(user)}"}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == "squeezed"
+        assert gateway.fake_openai.requests_for(model)[-1].headers["accept-encoding"] == "gzip, deflate"
+        # 11 input tokens at 2.5 and 7 output tokens at 10 per 1M, as the fake upstream reports
+        assert gateway.balance(user) == to_micros("5") - 98
     finally:
         server.stop()

@@ -16,6 +16,7 @@ Default usage: prompt_tokens 11 (2 of them cached when `cached` is set), complet
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
 from dataclasses import dataclass, field
@@ -110,6 +111,9 @@ class FakeOpenAI:
             usage = self._usage(behavior)
             if usage is not None:
                 out["usage"] = usage
+            if behavior.get("gzip") and "gzip" in request.headers.get("accept-encoding", ""):
+                return Response(gzip.compress(json.dumps(out).encode()), media_type="application/json",
+                                headers={"content-encoding": "gzip"})
             return JSONResponse(out)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return StreamingResponse(self._chat_stream(body, behavior, text, tool, include_usage, created),

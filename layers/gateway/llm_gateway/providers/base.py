@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Mapping
 
 import httpx
 import orjson
 
 from ..errors import GatewayError, kind_for_upstream_status
+from .pool import Pool, make_pool
 
 Event = dict[str, Any]
 
@@ -65,7 +65,7 @@ def upstream_error_message(status: int, body: bytes) -> str:
     return str(message or f"upstream answered HTTP {status}")
 
 
-def raise_for_upstream(status: int, body: bytes, headers: httpx.Headers | None = None, provider: str = "") -> None:
+def raise_for_upstream(status: int, body: bytes, headers: Mapping[str, str] | None = None, provider: str = "") -> None:
     """Map an upstream error status to the caller-facing error (API.md section 1)."""
     kind = kind_for_upstream_status(status)
     extra: dict[str, str] = {}
@@ -86,29 +86,8 @@ def raise_for_upstream(status: int, body: bytes, headers: httpx.Headers | None =
 _BASE_HEADERS = {"accept-encoding": "gzip, deflate", "user-agent": "llm-gateway"}
 
 
-def _pooled_transport(choice: str, limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
-    """httpx's API over aiohttp's connection pool where that pays, else httpx's own (None).
-
-    httpx's own pool re-checks every pooled connection on each request, which caps a busy
-    long-running server at a few hundred upstream requests per second; aiohttp's pool does not.
-    A Lambda container serves one request at a time, so there the lighter import wins.
-    """
-    if choice == "httpx" or (choice == "auto" and os.environ.get("AWS_LAMBDA_FUNCTION_NAME")):
-        return None
-    try:
-        from httpx_aiohttp import AiohttpTransport
-    except ImportError:
-        return None
-    return AiohttpTransport(limits=limits, trust_env=False)
-
-
 class HTTPProvider:
-    """Shared upstream plumbing: one pooled httpx transport per provider per process.
-
-    Requests go to the transport directly: the gateway sets every header itself and needs none of
-    httpx.AsyncClient's per-request work (cookies, auth flows, redirects, header merging), which
-    cost about 150 µs per request at load.
-    """
+    """Shared upstream plumbing over one connection pool per provider per process (`pool.py`)."""
 
     name = "upstream"
     family = "openai"
@@ -116,17 +95,12 @@ class HTTPProvider:
     def __init__(self, timeout: float, transport: str = "auto") -> None:
         self.timeout = timeout
         self.transport = transport
-        self._pool: httpx.AsyncBaseTransport | None = None
-        self._urls: dict[tuple[str, str], httpx.URL] = {}
-        self._timeouts = {"connect": timeout, "read": None, "write": timeout, "pool": timeout}
+        self._pool: Pool | None = None
 
     @property
-    def pool(self) -> httpx.AsyncBaseTransport:
+    def pool(self) -> Pool:
         if self._pool is None:
-            limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=60)
-            self._pool = _pooled_transport(self.transport, limits) or httpx.AsyncHTTPTransport(
-                limits=limits, trust_env=False, retries=0
-            )
+            self._pool = make_pool(self.transport, self.timeout)
         return self._pool
 
     async def aclose(self) -> None:
@@ -135,13 +109,12 @@ class HTTPProvider:
             await pool.aclose()
 
     def _request(self, path: str, model: str, body: dict[str, Any], headers: dict[str, str] | None,
-                 accept: str = "application/json") -> httpx.Request:
-        return httpx.Request(
-            "POST",
-            self._url(path, model),
-            headers={**_BASE_HEADERS, "accept": accept, **self.headers(headers)},
-            content=orjson.dumps(body),
-            extensions={"timeout": self._timeouts},
+                 accept: str = "application/json") -> tuple[str, dict[str, str], bytes]:
+        """The URL, headers and body of one upstream request."""
+        return (
+            self.url(path, model),
+            {**_BASE_HEADERS, "accept": accept, **self.headers(headers)},
+            orjson.dumps(body),
         )
 
     def require_configured(self) -> None:  # pragma: no cover - overridden
@@ -149,16 +122,6 @@ class HTTPProvider:
 
     def url(self, path: str, model: str) -> str:  # pragma: no cover - overridden
         raise NotImplementedError
-
-    def _url(self, path: str, model: str) -> httpx.URL:
-        """The parsed upstream URL, parsed once: httpx re-parses a string URL on every request."""
-        key = (path, model)
-        url = self._urls.get(key)
-        if url is None:
-            if len(self._urls) > 1024:
-                self._urls.clear()
-            url = self._urls[key] = httpx.URL(self.url(path, model))
-        return url
 
     def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:  # pragma: no cover
         raise NotImplementedError
@@ -173,19 +136,15 @@ class HTTPProvider:
         request = self._request(path, model, body, headers)
         try:
             async with asyncio.timeout(self.timeout):
-                response = await self.pool.handle_async_request(request)
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
+                answer = await self.pool.post(*request)
         except TimeoutError:
             raise GatewayError("upstream_timeout", f"The {self.name} provider did not answer in time.") from None
         except (httpx.HTTPError, OSError) as exc:
             raise GatewayError("upstream_error", f"Could not reach the {self.name} provider ({type(exc).__name__}).") from None
-        if response.status_code >= 400:
-            raise_for_upstream(response.status_code, response.content, response.headers, self.name)
+        if answer.status >= 400:
+            raise_for_upstream(answer.status, answer.content, answer.headers, self.name)
         try:
-            data = orjson.loads(response.content)
+            data = orjson.loads(answer.content)
         except orjson.JSONDecodeError:
             raise GatewayError("upstream_error", f"The {self.name} provider sent an unreadable answer.") from None
         if not isinstance(data, dict):
@@ -202,7 +161,7 @@ class HTTPProvider:
         response: httpx.Response | None = None
         try:
             async with asyncio.timeout(self.timeout):
-                response = await self.pool.handle_async_request(request)
+                response = await self.pool.open(*request)
                 if response.status_code >= 400:
                     content = await response.aread()
                     await response.aclose()
