@@ -115,7 +115,7 @@ class AiohttpPool:
         self._connect_timeout = timeout
         self._session: Any = None
         self._transport: Any = None
-        self._url = _URLs(lambda text: yarl.URL(text, encoded=True))
+        self._url = _URLs(yarl.URL)
         self._httpx_url = _URLs(httpx.URL)
 
     def _started(self) -> Any:
@@ -124,9 +124,12 @@ class AiohttpPool:
             from httpx_aiohttp import AiohttpTransport
 
             aiohttp = self._aiohttp
-            # No total time limit: the provider bounds the wait for an answer; a stream has none.
+            # The same certificate authorities as httpx (certifi's), whichever pool serves. No total
+            # time limit: the provider bounds the wait for an answer; a stream has none.
+            connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=IDLE_SECONDS,
+                                             ssl=httpx.create_ssl_context(trust_env=False))
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=IDLE_SECONDS),
+                connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None, connect=self._connect_timeout),
             )
             self._transport = AiohttpTransport(client=self._session)
