@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -89,6 +90,18 @@ class Gateway:
     def forget_caches(self) -> None:
         self.runtime.keys.forget()
         self.runtime.catalogs.refresh()
+
+    @contextmanager
+    def another_server(self, **settings: Any) -> Iterator[tuple[Runtime, str]]:
+        """A second gateway, over the same store, with other settings (`env` defaults to this one's);
+        yields its runtime and its URL."""
+        settings.setdefault("env", self.runtime.settings.env)
+        runtime = Runtime.build(Settings(store_url=self.runtime.settings.store_url, **settings))
+        server = ServerThread(create_app(runtime=runtime)).start()
+        try:
+            yield runtime, server.url
+        finally:
+            server.stop()
 
 
 def gateway_settings(store_url: str, fake_url: str, anthropic_url: str | None = None, **extra: Any) -> Settings:

@@ -6,11 +6,7 @@ import logging
 
 import httpx
 
-from llm_gateway.config import Settings
-from llm_gateway.http.app import create_app
 from llm_gateway.logs import _JSONFormatter
-from llm_gateway.runtime import Runtime
-from tests.fakes.server import ServerThread
 
 
 def _chat(gateway, key, **extra):
@@ -58,16 +54,12 @@ def test_cors_preflight_is_answered_for_any_origin(gateway):
 
 
 def test_cors_origins_setting_narrows_the_allowed_origins(gateway):
-    settings = Settings(store_url=gateway.runtime.settings.store_url, cors_origins=("https://ok.example",))
-    server = ServerThread(create_app(runtime=Runtime.build(settings))).start()
-    try:
+    with gateway.another_server(cors_origins=("https://ok.example",), env={}) as (_, url):
         preflight = {"Access-Control-Request-Method": "POST"}
-        ok = httpx.options(server.url + "/v1/chat/completions", headers={"Origin": "https://ok.example", **preflight})
-        bad = httpx.options(server.url + "/v1/chat/completions", headers={"Origin": "https://bad.example", **preflight})
+        ok = httpx.options(url + "/v1/chat/completions", headers={"Origin": "https://ok.example", **preflight})
+        bad = httpx.options(url + "/v1/chat/completions", headers={"Origin": "https://bad.example", **preflight})
         assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://ok.example"
         assert bad.status_code == 400 and "access-control-allow-origin" not in bad.headers
-    finally:
-        server.stop()
 
 
 class _Capture(logging.Handler):

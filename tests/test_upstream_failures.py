@@ -9,12 +9,9 @@ import time
 import httpx
 import pytest
 
-from llm_gateway.config import Settings
-from llm_gateway.http.app import create_app
 from llm_gateway.money import to_micros
 from llm_gateway.providers.pool import AiohttpPool, HttpxPool
-from llm_gateway.runtime import Runtime
-from tests.fakes.server import ServerThread, free_port
+from tests.fakes.server import free_port
 
 
 def _post(gateway, key, body, stream=False):
@@ -55,33 +52,23 @@ def test_upstream_error_statuses_are_mapped_and_charge_nothing(gateway, upstream
 
 def test_upstream_timeout_is_504(gateway):
     model = gateway.model(behavior={"delay": 1.5})
-    settings = Settings(store_url=gateway.runtime.settings.store_url, upstream_timeout=0.5,
-                        env=gateway.runtime.settings.env)
-    rt = Runtime.build(settings)
-    server = ServerThread(create_app(runtime=rt)).start()
-    try:
+    with gateway.another_server(upstream_timeout=0.5) as (_, url):
         user = gateway.user(balance="5")
-        r = httpx.post(server.url + "/v1/chat/completions", json=_body(model),
+        r = httpx.post(url + "/v1/chat/completions", json=_body(model),
                        headers={"Authorization": f"Bearer {gateway.key(user)}"})
         assert r.status_code == 504
         assert r.json()["error"]["code"] == "upstream_timeout"
         assert gateway.balance(user) == to_micros("5")
-    finally:
-        server.stop()
 
 
 def test_missing_provider_credentials_are_502_naming_the_setting(gateway):
-    settings = Settings(store_url=gateway.runtime.settings.store_url, env={})
-    server = ServerThread(create_app(runtime=Runtime.build(settings))).start()
-    try:
+    with gateway.another_server(env={}) as (_, url):
         user = gateway.user(balance="5")
-        r = httpx.post(server.url + "/v1/chat/completions", json=_body("gpt-4o"),
+        r = httpx.post(url + "/v1/chat/completions", json=_body("gpt-4o"),
                        headers={"Authorization": f"Bearer {gateway.key(user)}"})
         assert r.status_code == 502
         assert "OPENAI_API_KEY" in r.json()["error"]["message"]
         assert gateway.balance(user) == to_micros("5")
-    finally:
-        server.stop()
 
 
 def _sse_data(text: str) -> list[str]:
@@ -162,22 +149,17 @@ def test_long_upstream_pauses_send_sse_keepalive_comments_that_sdks_ignore(gatew
     import openai
 
     model = gateway.model(behavior={"chunk_delay": 0.35})
-    settings = Settings(store_url=gateway.runtime.settings.store_url, sse_keepalive=0.1,
-                        env=gateway.runtime.settings.env)
-    server = ServerThread(create_app(runtime=Runtime.build(settings))).start()
-    try:
+    with gateway.another_server(sse_keepalive=0.1) as (_, url):
         key = gateway.key(gateway.user())
-        with httpx.stream("POST", server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+        with httpx.stream("POST", url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
                           json={**_body(model), "stream": True}) as r:
             lines = [line for line in r.iter_lines() if line]
         assert ": keep-alive" in lines
         assert lines[-1] == "data: [DONE]"
-        client = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+        client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
         chunks = list(client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}],
                                                      stream=True))
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from the fake upstream"
-    finally:
-        server.stop()
 
 
 def test_a_store_failure_at_settlement_is_retried_and_the_answer_still_delivered(gateway, monkeypatch):
@@ -201,11 +183,8 @@ def test_a_store_failure_at_settlement_is_retried_and_the_answer_still_delivered
 
 def test_httpx_own_pool_serves_the_same_calls(gateway):
     """Lambda uses httpx's own transport (GATEWAY_HTTP_TRANSPORT=httpx): answers, streams, errors."""
-    settings = Settings(store_url=gateway.runtime.settings.store_url, http_transport="httpx",
-                        env=gateway.runtime.settings.env)
-    server = ServerThread(create_app(runtime=Runtime.build(settings))).start()
-    try:
-        assert isinstance(Runtime.build(settings).providers.get("openai").pool, HttpxPool)
+    with gateway.another_server(http_transport="httpx") as (rt, url):
+        assert isinstance(rt.providers.get("openai").pool, HttpxPool)
         ok = gateway.model(input="2.5", output="10")
         failing = gateway.model(behavior={"status": 400, "message": "bad field"})
         breaking = gateway.model(behavior={"fail_after": 2})
@@ -213,7 +192,7 @@ def test_httpx_own_pool_serves_the_same_calls(gateway):
         headers = {"Authorization": f"Bearer {gateway.key(user)}"}
 
         def call(model, stream=False):
-            return httpx.post(server.url + "/v1/chat/completions", headers=headers, timeout=30,
+            return httpx.post(url + "/v1/chat/completions", headers=headers, timeout=30,
                               json={**_body(model), "stream": stream})
 
         assert call(ok).json()["choices"][0]["message"]["content"] == "Hello from the fake upstream"
@@ -223,8 +202,6 @@ def test_httpx_own_pool_serves_the_same_calls(gateway):
         broken = _sse_data(call(breaking, stream=True).text)
         assert json.loads(broken[-2])["error"]["type"] == "upstream_error"
         assert gateway.balance(user) < to_micros("5")
-    finally:
-        server.stop()
 
 
 class _BrokenUpstream:
@@ -265,20 +242,17 @@ def test_an_unreachable_or_broken_upstream_is_502_and_charges_nothing(gateway, p
         broken = _BrokenUpstream(reply)
         port = broken.port
     env = {**gateway.runtime.settings.env, "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1"}
-    settings = Settings(store_url=gateway.runtime.settings.store_url, http_transport=pool, env=env)
-    rt = Runtime.build(settings)
-    server = ServerThread(create_app(runtime=rt)).start()
     try:
-        assert isinstance(rt.providers.get("openai").pool, {"aiohttp": AiohttpPool, "httpx": HttpxPool}[pool])
-        user = gateway.user(balance="5")
-        r = httpx.post(server.url + "/v1/chat/completions", json={**_body("gpt-4o-mini"), "stream": stream},
-                       headers={"Authorization": f"Bearer {gateway.key(user)}"}, timeout=30)
-        assert r.status_code == 502, r.text
-        err = r.json()["error"]
-        assert err["code"] == "upstream_error" and "openai provider" in err["message"]
-        assert gateway.balance(user) == to_micros("5")
+        with gateway.another_server(http_transport=pool, env=env) as (rt, url):
+            assert isinstance(rt.providers.get("openai").pool, {"aiohttp": AiohttpPool, "httpx": HttpxPool}[pool])
+            user = gateway.user(balance="5")
+            r = httpx.post(url + "/v1/chat/completions", json={**_body("gpt-4o-mini"), "stream": stream},
+                           headers={"Authorization": f"Bearer {gateway.key(user)}"}, timeout=30)
+            assert r.status_code == 502, r.text
+            err = r.json()["error"]
+            assert err["code"] == "upstream_error" and "openai provider" in err["message"]
+            assert gateway.balance(user) == to_micros("5")
     finally:
-        server.stop()
         if broken is not None:
             broken.close()
 
@@ -286,17 +260,12 @@ def test_an_unreachable_or_broken_upstream_is_502_and_charges_nothing(gateway, p
 @pytest.mark.parametrize("pool", ["aiohttp", "httpx"])
 def test_a_gzip_compressed_answer_is_read_and_billed_by_either_pool(gateway, pool):
     model = gateway.model(input="2.5", output="10", behavior={"gzip": True, "text": "squeezed"})
-    settings = Settings(store_url=gateway.runtime.settings.store_url, http_transport=pool,
-                        env=gateway.runtime.settings.env)
-    server = ServerThread(create_app(runtime=Runtime.build(settings))).start()
-    try:
+    with gateway.another_server(http_transport=pool) as (_, url):
         user = gateway.user(balance="5")
-        r = httpx.post(server.url + "/v1/chat/completions", json=_body(model),
+        r = httpx.post(url + "/v1/chat/completions", json=_body(model),
                        headers={"Authorization": f"Bearer {gateway.key(user)}"}, timeout=30)
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["message"]["content"] == "squeezed"
         assert gateway.fake_openai.requests_for(model)[-1].headers["accept-encoding"] == "gzip, deflate"
         # 11 input tokens at 2.5 and 7 output tokens at 10 per 1M, as the fake upstream reports
         assert gateway.balance(user) == to_micros("5") - 98
-    finally:
-        server.stop()
