@@ -672,4 +672,3 @@ class _Update:
         if self.values:
             out["ExpressionAttributeValues"] = self.values
         return out
-

@@ -95,7 +95,6 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
-
 def path_from_url(url: str) -> str:
     """`sqlite:///relative.db` or `sqlite:////absolute.db` -> a filesystem path."""
     if not url.startswith("sqlite:///"):
@@ -411,4 +410,3 @@ def _key(row: sqlite3.Row) -> Key:
     d["is_admin"] = bool(d["is_admin"])
     d["is_disabled"] = bool(d["is_disabled"])
     return Key(**d)
-
