@@ -3,13 +3,22 @@
 The load generator shares two cores with the gateway and the upstream it measures, so it must cost
 as little CPU per request as possible; a general HTTP client library spends more per request than
 the gateway itself. It speaks just what the benchmark needs: POST with a JSON body, responses with
-Content-Length or chunked bodies.
+Content-Length or chunked bodies. Also here: what every end-to-end phase shares, its time cap and the
+percentile it reports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+
+PHASE_CAP_S = 60.0  # every measured phase stops after this long, whatever its request count
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank) of `values`."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 class Connection:

@@ -24,22 +24,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "layers" / "gateway"))
 
-from bench._loadgen import Connection  # noqa: E402
+from bench._loadgen import PHASE_CAP_S, Connection, pct  # noqa: E402
 
 ANTHROPIC_KEY = "sk-ant-operator-upstream-credential-000000000000"
 CLAUDE_MODEL = "claude-haiku-4-5"
-PHASE_CAP_S = 60.0
 FAKE_UPSTREAM = "anthropic_upstream.FakeAnthropic"  # for bench.overhead.start_upstream
 
 
 def gateway_env(port: int) -> dict[str, str]:
     """What the gateway needs to reach the fake Anthropic upstream."""
     return {"ANTHROPIC_API_KEY": ANTHROPIC_KEY, "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}"}
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 # --------------------------------------------------------------------------------------- in process
@@ -115,10 +109,10 @@ def in_process(rounds: int = 300, deltas: int = 200) -> dict[str, Any]:
     return {
         "events_per_stream": len(claude_events),
         "translated_us_per_chunk_p50": round(statistics.median(translated), 2),
-        "translated_us_per_chunk_p99": round(_pct(translated, 99), 2),
+        "translated_us_per_chunk_p99": round(pct(translated, 99), 2),
         "passthrough_us_per_chunk_p50": round(statistics.median(passthrough), 2),
         "translation_first_byte_us_p50": round(statistics.median(first), 1),
-        "translation_first_byte_us_p99": round(_pct(first, 99), 1),
+        "translation_first_byte_us_p99": round(pct(first, 99), 1),
     }
 
 
@@ -148,10 +142,10 @@ async def measure(anthropic_port: int, gateway_port: int, key: str, n: int) -> d
     gw.close()
     result = {
         "requests": len(added_first),
-        "added_first_byte_p50_ms": round(_pct(added_first, 50), 3),
-        "added_first_byte_p99_ms": round(_pct(added_first, 99), 3),
-        "added_total_p50_ms": round(_pct(added_total, 50), 3),
-        "added_total_p99_ms": round(_pct(added_total, 99), 3),
+        "added_first_byte_p50_ms": round(pct(added_first, 50), 3),
+        "added_first_byte_p99_ms": round(pct(added_first, 99), 3),
+        "added_total_p50_ms": round(pct(added_total, 50), 3),
+        "added_total_p99_ms": round(pct(added_total, 99), 3),
     }
     result["in_process"] = in_process()
     result["targets"] = {

@@ -34,11 +34,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "layers" / "gateway"))
 
 from bench import claude_translation, relay_floor  # noqa: E402
-from bench._loadgen import Connection  # noqa: E402
+from bench._loadgen import PHASE_CAP_S, Connection, pct  # noqa: E402
 from tests.fakes.server import free_port  # noqa: E402
 
 UPSTREAM_KEY = "sk-operator-upstream-credential-0000000000000000"
-PHASE_CAP_S = 60.0
 
 
 def _wait_http(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
@@ -103,11 +102,6 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return round(int(line.split()[1]) / 1024, 1)
     return float("nan")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 async def sequential(port_direct: int, port_gw: int, key: str, body: bytes, n: int) -> dict:
