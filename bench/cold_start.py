@@ -60,17 +60,15 @@ print(json.dumps({{"seconds": imported, "cpu": cpu, "with_client": time.perf_cou
 # Both sides import from bytecode, as any normal Python start does: a shell with
 # PYTHONDONTWRITEBYTECODE set would otherwise leave the gateway's own (editable) modules compiled from
 # source on every run while the installed dependencies come with their .pyc, which measures the
-# compiler rather than the imports. A private cache prefix keeps the checkout clean.
-_PYCACHE = tempfile.mkdtemp(prefix="llmgw-pycache-")
+# compiler rather than the imports. A private cache prefix (PYTHONPYCACHEPREFIX) keeps the checkout clean.
 
 
-def _layer_package() -> str:
-    """The llm_gateway package as the layer build leaves it: with the trimmed AWS endpoint table."""
+def _layer_package(site: Path) -> str:
+    """The llm_gateway package in `site` as the layer build leaves it: with the trimmed AWS endpoint table."""
     import shutil
 
     import botocore
 
-    site = Path(tempfile.mkdtemp(prefix="llmgw-layer-"))
     shutil.copytree(ROOT / "layers" / "gateway" / "llm_gateway", site / "llm_gateway",
                     ignore=shutil.ignore_patterns("__pycache__", "tokenizers"))
     data = site / "botocore" / "data"
@@ -86,15 +84,12 @@ def _layer_package() -> str:
     return str(site)
 
 
-_LAYER = _layer_package()
-
-
-def _env() -> dict[str, str]:
+def _env(layer: str, pycache: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     return {
         **env,
-        "PYTHONPYCACHEPREFIX": _PYCACHE,
-        "PYTHONPATH": _LAYER,
+        "PYTHONPYCACHEPREFIX": pycache,
+        "PYTHONPATH": layer,
         "GATEWAY_STORE_URL": "dynamodb://bench",
         "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_EC2_METADATA_DISABLED": "true",
@@ -102,31 +97,31 @@ def _env() -> dict[str, str]:
     }
 
 
-def _run(code: str, cwd: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=_env(), capture_output=True, text=True,
+def _run(code: str, cwd: Path, env: dict[str, str]) -> dict:
+    out = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
                          timeout=120)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(function_dir: Path) -> dict:
+def measure(function_dir: Path, env: dict[str, str]) -> dict:
     streaming = (function_dir / "run.sh").exists()
     module = "main" if streaming else "app"
     build = "entry.app()" if streaming else ""
     # streaming: `python -m uvicorn main:app --factory` imports uvicorn, then the module, then calls it
     entry_code = _ENTRY.format(pre="import uvicorn" if streaming else "", module=module, build=build)
-    first = _run(entry_code, function_dir)  # fills the bytecode cache; not counted
+    first = _run(entry_code, function_dir, env)  # fills the bytecode cache; not counted
     third, modules = first["third_party"], first["modules"]
     deps_code = _DEPS.format(names=modules, client=True)
-    _run(deps_code, ROOT)
+    _run(deps_code, ROOT, env)
     # Entry and dependencies alternate, so a burst of load on this shared machine hits both sides.
     entry_runs, deps_runs, client_runs, entry_cpu, deps_cpu = [], [], [], [], []
     for _ in range(RUNS):
-        result = _run(entry_code, function_dir)
+        result = _run(entry_code, function_dir, env)
         entry_runs.append(result["seconds"])
         entry_cpu.append(result["cpu"])
-        result = _run(deps_code, ROOT)
+        result = _run(deps_code, ROOT, env)
         deps_runs.append(result["seconds"])
         deps_cpu.append(result["cpu"])
         client_runs.append(result["with_client"])
@@ -150,7 +145,10 @@ def measure(function_dir: Path) -> dict:
 
 def main() -> None:
     functions = sorted(p for p in (ROOT / "functions").iterdir() if p.is_dir())
-    results = {p.name: measure(p) for p in functions}
+    with tempfile.TemporaryDirectory(prefix="llmgw-layer-") as site, \
+            tempfile.TemporaryDirectory(prefix="llmgw-pycache-") as pycache:
+        env = _env(_layer_package(Path(site)), pycache)
+        results = {p.name: measure(p, env) for p in functions}
     print(json.dumps({"target_ratio": TARGET, "runs": RUNS, "python": sys.version.split()[0],
                       "functions": results}, indent=2))
 
