@@ -91,18 +91,6 @@ class Gateway:
         self.runtime.keys.forget()
         self.runtime.catalogs.refresh()
 
-    @contextmanager
-    def another_server(self, **settings: Any) -> Iterator[tuple[Runtime, str]]:
-        """A second gateway, over the same store, with other settings (`env` defaults to this one's);
-        yields its runtime and its URL."""
-        settings.setdefault("env", self.runtime.settings.env)
-        runtime = Runtime.build(Settings(store_url=self.runtime.settings.store_url, **settings))
-        server = ServerThread(create_app(runtime=runtime)).start()
-        try:
-            yield runtime, server.url
-        finally:
-            server.stop()
-
 
 def gateway_settings(store_url: str, fake_url: str, anthropic_url: str | None = None, **extra: Any) -> Settings:
     env = {"OPENAI_API_KEY": OPERATOR_KEY, "OPENAI_BASE_URL": fake_url + "/v1"}
@@ -110,6 +98,21 @@ def gateway_settings(store_url: str, fake_url: str, anthropic_url: str | None = 
         env.update(ANTHROPIC_API_KEY=ANTHROPIC_OPERATOR_KEY, ANTHROPIC_BASE_URL=anthropic_url)
     env.update(extra.pop("env", {}))
     return Settings(store_url=store_url, env=env, **extra)
+
+
+@contextmanager
+def extra_gateway(template: Gateway, db: Path | None = None, **settings: Any) -> Iterator[Gateway]:
+    """Another gateway process-alike: its own runtime and caches, over `db` (or `template`'s store),
+    with `template`'s provider environment unless `settings` gives an `env` to use instead."""
+    url = f"sqlite:///{db}" if db is not None else template.runtime.settings.store_url
+    settings.setdefault("env", template.runtime.settings.env)
+    settings.setdefault("upstream_timeout", 5.0)
+    runtime = Runtime.build(Settings(store_url=url, **settings), open_store(url))
+    server = ServerThread(create_app(runtime=runtime)).start()
+    try:
+        yield Gateway(runtime, server.url, template.fake_openai, template.fake_anthropic)
+    finally:
+        server.stop()
 
 
 # The spine's end-to-end modules and the platform API's run once per store: embedded SQLite and

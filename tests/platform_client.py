@@ -1,23 +1,16 @@
 """Calling the platform routes (`/api/v1/...`) as OhMyGPT clients do: JSON, form or multipart bodies.
 
-Also starts an extra in-process gateway with its own settings (a small key cap, another currency,
-a tier multiplier) or over another gateway's store (a second instance with its own caches).
+The platform tests also start an extra gateway (`extra_gateway`, from conftest) with its own settings
+(a small key cap, another currency, a tier multiplier) or over another gateway's store.
 """
 
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 
-from llm_gateway.http.app import create_app
-from llm_gateway.runtime import Runtime
-from llm_gateway.store import open_store
-from tests.conftest import Gateway, gateway_settings
-from tests.fakes.server import ServerThread
 
 ENCODINGS = ("json", "form", "multipart")
 ADMIN = "/api/v1/user/admin"
@@ -74,16 +67,3 @@ def refusal(response: httpx.Response, status: int, error_type: str) -> str:
 def chat(base: str, key: str, model: str) -> httpx.Response:
     return httpx.post(base + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
                       json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
-
-
-@contextmanager
-def extra_gateway(template: Gateway, db: Path | None = None, **settings: Any) -> Iterator[Gateway]:
-    """Another gateway process-alike: its own runtime and caches, over `db` (or `template`'s store)."""
-    url = f"sqlite:///{db}" if db is not None else template.runtime.settings.store_url
-    config = gateway_settings(url, template.fake_openai.url, upstream_timeout=5.0, **settings)
-    runtime = Runtime.build(config, open_store(config.store_url))
-    server = ServerThread(create_app(runtime=runtime)).start()
-    try:
-        yield Gateway(runtime, server.url, template.fake_openai)
-    finally:
-        server.stop()

@@ -7,6 +7,7 @@ import logging
 import httpx
 
 from llm_gateway.logs import _JSONFormatter
+from tests.conftest import extra_gateway
 
 
 def _chat(gateway, key, **extra):
@@ -54,10 +55,10 @@ def test_cors_preflight_is_answered_for_any_origin(gateway):
 
 
 def test_cors_origins_setting_narrows_the_allowed_origins(gateway):
-    with gateway.another_server(cors_origins=("https://ok.example",), env={}) as (_, url):
+    with extra_gateway(gateway, cors_origins=("https://ok.example",), env={}) as other:
         preflight = {"Access-Control-Request-Method": "POST"}
-        ok = httpx.options(url + "/v1/chat/completions", headers={"Origin": "https://ok.example", **preflight})
-        bad = httpx.options(url + "/v1/chat/completions", headers={"Origin": "https://bad.example", **preflight})
+        ok = httpx.options(other.url + "/v1/chat/completions", headers={"Origin": "https://ok.example", **preflight})
+        bad = httpx.options(other.url + "/v1/chat/completions", headers={"Origin": "https://bad.example", **preflight})
         assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://ok.example"
         assert bad.status_code == 400 and "access-control-allow-origin" not in bad.headers
 

@@ -10,7 +10,8 @@ import pytest
 from llm_gateway.money import format_micros, to_micros
 from llm_gateway.store.base import UsageRecord
 from llm_gateway.times import iso
-from tests.platform_client import ADMIN, ENCODINGS, chat, data, extra_gateway, get, post, refusal
+from tests.conftest import extra_gateway
+from tests.platform_client import ADMIN, ENCODINGS, chat, data, get, post, refusal
 
 COST_PER_CALL = 98  # 11 input tokens at 2.5 and 7 output tokens at 10 per 1M, rounded up to the micro
 

@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from llm_gateway.admission.keys import KEY_LENGTH
-from tests.platform_client import ADMIN, ENCODINGS, chat, data, extra_gateway, post, refusal
+from tests.conftest import extra_gateway
+from tests.platform_client import ADMIN, ENCODINGS, chat, data, post, refusal
 
 KEY_FIELDS = {"key_id", "key", "user_id", "remark", "permissions", "rpm", "is_admin", "is_disabled",
               "created_at", "used_at", "expired_at", "used_times", "used_fee", "max_fee"}

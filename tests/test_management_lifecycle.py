@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from llm_gateway.admission.keys import hash_key
-from tests.platform_client import ADMIN, chat, data, extra_gateway, post
+from tests.conftest import extra_gateway
+from tests.platform_client import ADMIN, chat, data, post
 
 # Fake upstream usage: 11 prompt and 7 completion tokens; at 2.5 / 10 per 1M tokens that is
 # 27.5 + 70 = 97.5 micros, rounded up to 98.

@@ -12,6 +12,7 @@ import pytest
 from llm_gateway.money import to_micros
 from llm_gateway.providers.pool import AiohttpPool, HttpxPool
 from tests.fakes.server import free_port
+from tests.conftest import extra_gateway
 
 
 def _post(gateway, key, body, stream=False):
@@ -52,9 +53,9 @@ def test_upstream_error_statuses_are_mapped_and_charge_nothing(gateway, upstream
 
 def test_upstream_timeout_is_504(gateway):
     model = gateway.model(behavior={"delay": 1.5})
-    with gateway.another_server(upstream_timeout=0.5) as (_, url):
+    with extra_gateway(gateway, upstream_timeout=0.5) as other:
         user = gateway.user(balance="5")
-        r = httpx.post(url + "/v1/chat/completions", json=_body(model),
+        r = httpx.post(other.url + "/v1/chat/completions", json=_body(model),
                        headers={"Authorization": f"Bearer {gateway.key(user)}"})
         assert r.status_code == 504
         assert r.json()["error"]["code"] == "upstream_timeout"
@@ -62,9 +63,9 @@ def test_upstream_timeout_is_504(gateway):
 
 
 def test_missing_provider_credentials_are_502_naming_the_setting(gateway):
-    with gateway.another_server(env={}) as (_, url):
+    with extra_gateway(gateway, env={}) as other:
         user = gateway.user(balance="5")
-        r = httpx.post(url + "/v1/chat/completions", json=_body("gpt-4o"),
+        r = httpx.post(other.url + "/v1/chat/completions", json=_body("gpt-4o"),
                        headers={"Authorization": f"Bearer {gateway.key(user)}"})
         assert r.status_code == 502
         assert "OPENAI_API_KEY" in r.json()["error"]["message"]
@@ -149,14 +150,14 @@ def test_long_upstream_pauses_send_sse_keepalive_comments_that_sdks_ignore(gatew
     import openai
 
     model = gateway.model(behavior={"chunk_delay": 0.35})
-    with gateway.another_server(sse_keepalive=0.1) as (_, url):
+    with extra_gateway(gateway, sse_keepalive=0.1) as other:
         key = gateway.key(gateway.user())
-        with httpx.stream("POST", url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+        with httpx.stream("POST", other.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
                           json={**_body(model), "stream": True}) as r:
             lines = [line for line in r.iter_lines() if line]
         assert ": keep-alive" in lines
         assert lines[-1] == "data: [DONE]"
-        client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+        client = openai.OpenAI(base_url=other.url + "/v1", api_key=key, max_retries=0)
         chunks = list(client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}],
                                                      stream=True))
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from the fake upstream"
@@ -183,8 +184,8 @@ def test_a_store_failure_at_settlement_is_retried_and_the_answer_still_delivered
 
 def test_httpx_own_pool_serves_the_same_calls(gateway):
     """Lambda uses httpx's own transport (GATEWAY_HTTP_TRANSPORT=httpx): answers, streams, errors."""
-    with gateway.another_server(http_transport="httpx") as (rt, url):
-        assert isinstance(rt.providers.get("openai").pool, HttpxPool)
+    with extra_gateway(gateway, http_transport="httpx") as other:
+        assert isinstance(other.runtime.providers.get("openai").pool, HttpxPool)
         ok = gateway.model(input="2.5", output="10")
         failing = gateway.model(behavior={"status": 400, "message": "bad field"})
         breaking = gateway.model(behavior={"fail_after": 2})
@@ -192,7 +193,7 @@ def test_httpx_own_pool_serves_the_same_calls(gateway):
         headers = {"Authorization": f"Bearer {gateway.key(user)}"}
 
         def call(model, stream=False):
-            return httpx.post(url + "/v1/chat/completions", headers=headers, timeout=30,
+            return httpx.post(other.url + "/v1/chat/completions", headers=headers, timeout=30,
                               json={**_body(model), "stream": stream})
 
         assert call(ok).json()["choices"][0]["message"]["content"] == "Hello from the fake upstream"
@@ -243,10 +244,10 @@ def test_an_unreachable_or_broken_upstream_is_502_and_charges_nothing(gateway, p
         port = broken.port
     env = {**gateway.runtime.settings.env, "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1"}
     try:
-        with gateway.another_server(http_transport=pool, env=env) as (rt, url):
-            assert isinstance(rt.providers.get("openai").pool, {"aiohttp": AiohttpPool, "httpx": HttpxPool}[pool])
+        with extra_gateway(gateway, http_transport=pool, env=env) as other:
+            assert isinstance(other.runtime.providers.get("openai").pool, {"aiohttp": AiohttpPool, "httpx": HttpxPool}[pool])
             user = gateway.user(balance="5")
-            r = httpx.post(url + "/v1/chat/completions", json={**_body("gpt-4o-mini"), "stream": stream},
+            r = httpx.post(other.url + "/v1/chat/completions", json={**_body("gpt-4o-mini"), "stream": stream},
                            headers={"Authorization": f"Bearer {gateway.key(user)}"}, timeout=30)
             assert r.status_code == 502, r.text
             err = r.json()["error"]
@@ -260,9 +261,9 @@ def test_an_unreachable_or_broken_upstream_is_502_and_charges_nothing(gateway, p
 @pytest.mark.parametrize("pool", ["aiohttp", "httpx"])
 def test_a_gzip_compressed_answer_is_read_and_billed_by_either_pool(gateway, pool):
     model = gateway.model(input="2.5", output="10", behavior={"gzip": True, "text": "squeezed"})
-    with gateway.another_server(http_transport=pool) as (_, url):
+    with extra_gateway(gateway, http_transport=pool) as other:
         user = gateway.user(balance="5")
-        r = httpx.post(url + "/v1/chat/completions", json=_body(model),
+        r = httpx.post(other.url + "/v1/chat/completions", json=_body(model),
                        headers={"Authorization": f"Bearer {gateway.key(user)}"}, timeout=30)
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["message"]["content"] == "squeezed"
