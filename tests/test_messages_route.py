@@ -281,6 +281,8 @@ def test_complete_is_served_through_the_messages_api(gateway):
     body = r.json()
     assert body["type"] == "completion" and body["completion"] == "Hello from the fake Claude"
     assert body["stop_reason"] == "stop_sequence" and body["model"] == model
+    # The model ended its own turn: the legacy API names the turn marker as the sequence that stopped it.
+    assert body["stop"] == "\n\nHuman:"
     assert gateway.fake_anthropic.requests_for(model)[-1].body == {
         "model": model, "max_tokens": 50, "system": "You are terse.", "stop_sequences": ["\n\nHuman:"],
         "messages": [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi."},
@@ -297,6 +299,7 @@ def test_complete_streams_completion_events(gateway, provider):
     expected = "Hello from the fake Claude" if provider == "anthropic" else "Hello from the fake upstream"
     assert "".join(c["completion"] for c in completions) == expected
     assert [c["stop_reason"] for c in completions][-1] == "stop_sequence"
+    assert completions[-1]["stop"] == "\n\nHuman:"
     assert all(c["stop_reason"] is None for c in completions[:-1])
 
 

@@ -76,20 +76,29 @@ def complete_to_messages(body: dict[str, Any], *, model: str) -> dict[str, Any]:
     return out
 
 
-def _completion_stop(stop_reason: str | None) -> str:
-    # The legacy API knows two reasons: the output cap, or a stop (a sequence or the turn's end).
-    return "max_tokens" if stop_reason == "max_tokens" else "stop_sequence"
+# What the legacy API reports as `stop` when the model ended its own turn: the turn marker, which is
+# the stop sequence built into every Text Completions model.
+HUMAN_TURN = "\n\nHuman:"
+
+
+def _completion_stop(stop_reason: str | None, sequence: Any) -> tuple[str, str | None]:
+    """The legacy (`stop_reason`, `stop`): the output cap (no sequence), or a stop sequence — the
+    one the client gave that matched, else the turn marker for a turn the model ended itself."""
+    if stop_reason == "max_tokens":
+        return "max_tokens", None
+    return "stop_sequence", sequence if isinstance(sequence, str) and sequence else HUMAN_TURN
 
 
 def message_to_completion(message: dict[str, Any], *, model: str) -> dict[str, Any]:
     text = "".join(b.get("text") or "" for b in message.get("content") or () if b.get("type") == "text")
     ident = str(message.get("id") or "")
+    stop_reason, stop = _completion_stop(message.get("stop_reason"), message.get("stop_sequence"))
     return {
         "type": "completion",
         "id": "compl_" + ident.removeprefix("msg_"),
         "completion": text,
-        "stop_reason": _completion_stop(message.get("stop_reason")),
-        "stop": message.get("stop_sequence"),
+        "stop_reason": stop_reason,
+        "stop": stop,
         "model": model,
         "log_id": ident,
     }
@@ -117,7 +126,7 @@ class CompletionEvents:
         if kind == "message_delta":
             delta = event.get("delta") or {}
             if delta.get("stop_reason"):
-                return [self._event("", _completion_stop(delta["stop_reason"]), delta.get("stop_sequence"))]
+                return [self._event("", *_completion_stop(delta["stop_reason"], delta.get("stop_sequence")))]
             return []
         if kind == "ping":
             return [{"type": "ping"}]
