@@ -414,6 +414,30 @@ def test_catalog_overrides_merge_and_bump_the_version(store):
     }
 
 
+def test_deleting_a_model_override_removes_all_its_fields_and_bumps_the_version(store, store_url):
+    store.set_model_override("m1", {"provider": "mock", "input": "1.5"})
+    store.set_model_override("m2", {"provider": "openai"})
+    store.set_tier_override("vip", {"multiplier": "0.9"})
+    store.delete_model_override("m1")
+    other = fresh(store_url)  # another process (a running server) sees the change by the version
+    assert other.catalog_version() == 4
+    assert other.get_catalog_overrides() == {"models": {"m2": {"provider": "openai"}},
+                                             "tiers": {"vip": {"multiplier": "0.9"}}}
+    # Gone means gone: setting it again starts from nothing, not from the deleted fields.
+    store.set_model_override("m1", {"output": "3"})
+    assert store.get_catalog_overrides()["models"]["m1"] == {"output": "3"}
+
+
+def test_deleting_a_missing_model_override_is_refused_and_writes_nothing(store):
+    store.set_tier_override("vip", {"rpm": 7})
+    with pytest.raises(NotFound):
+        store.delete_model_override("m-none")
+    with pytest.raises(NotFound):
+        store.delete_model_override("vip")  # a tier's override is not a model's
+    assert store.catalog_version() == 1
+    assert store.get_catalog_overrides() == {"models": {}, "tiers": {"vip": {"rpm": 7}}}
+
+
 # --- usage cursors --------------------------------------------------------------------------------
 
 def settle_usage(store, user_id: str, key_id: str, times: list[float], **kw) -> list[str]:

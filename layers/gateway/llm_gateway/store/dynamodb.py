@@ -428,6 +428,21 @@ class DynamoDBStore:
     def set_tier_override(self, tier: str, fields: dict[str, Any]) -> None:
         self._set_override("tiers", tier, fields)
 
+    def delete_model_override(self, model: str) -> None:
+        """Delete the override and bump the version in one transaction; NotFound if there is none."""
+        table = self.tables["catalog"]
+        reasons = self._transact([
+            {"Delete": {"TableName": table, "Key": {"pk": _s("models"), "sk": _s(model)},
+                        "ConditionExpression": "attribute_exists(pk)"}},
+            self._version_bump(),
+        ])
+        if reasons is not None:
+            raise NotFound(f"no override of model {model}")
+
+    def _version_bump(self) -> dict[str, Any]:
+        return {"Update": {"TableName": self.tables["catalog"], "Key": {"pk": _s("meta"), "sk": _s("version")},
+                           "UpdateExpression": "ADD version :one", "ExpressionAttributeValues": {":one": _n(1)}}}
+
     def _set_override(self, kind: str, name: str, fields: dict[str, Any]) -> None:
         """Merge `fields` into the override (one attribute per field) and bump the version, atomically."""
         expr = _Update()
@@ -437,8 +452,7 @@ class DynamoDBStore:
         table = self.tables["catalog"]
         reasons = self._transact([
             {"Update": {"TableName": table, "Key": {"pk": _s(kind), "sk": _s(name)}, **expr.params()}},
-            {"Update": {"TableName": table, "Key": {"pk": _s("meta"), "sk": _s("version")},
-                        "UpdateExpression": "ADD version :one", "ExpressionAttributeValues": {":one": _n(1)}}},
+            self._version_bump(),
         ])
         if reasons is not None:
             raise StoreError("catalog override was not written")

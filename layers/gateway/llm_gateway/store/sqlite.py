@@ -376,16 +376,27 @@ class SQLiteStore:
                 " ON CONFLICT(kind, name) DO UPDATE SET fields = excluded.fields",
                 (kind, name, json.dumps(merged)),
             )
-            c.execute(
-                "INSERT INTO meta (name, value) VALUES ('catalog_version', 1)"
-                " ON CONFLICT(name) DO UPDATE SET value = value + 1"
-            )
+            _bump_catalog_version(c)
 
     def set_model_override(self, model: str, fields: dict[str, Any]) -> None:
         self._set_override("models", model, fields)
 
+    def delete_model_override(self, model: str) -> None:
+        with self._tx() as c:
+            if not c.execute("DELETE FROM catalog WHERE kind = 'models' AND name = ?", (model,)).rowcount:
+                raise NotFound(f"no override of model {model}")
+            _bump_catalog_version(c)
+
     def set_tier_override(self, tier: str, fields: dict[str, Any]) -> None:
         self._set_override("tiers", tier, fields)
+
+
+def _bump_catalog_version(c: sqlite3.Connection) -> None:
+    """Inside a write transaction: one more catalog change, which running servers poll for."""
+    c.execute(
+        "INSERT INTO meta (name, value) VALUES ('catalog_version', 1)"
+        " ON CONFLICT(name) DO UPDATE SET value = value + 1"
+    )
 
 
 # One rate-limit hit: open a window at `now`, or count one more in the open one; the caller compares
