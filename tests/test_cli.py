@@ -54,6 +54,9 @@ def test_failures_exit_non_zero_with_an_error_object(cli):
     ("keys", "create", "x", "--expires", "tomorrow"),
     ("models", "set", "gpt-4o", "--rpm", "gold=5"),
     ("tiers", "set", "vip", "--multiplier", "abc"),
+    ("serve", "--port", "0"),
+    ("serve", "--port", "65536"),
+    ("serve", "--workers", "0"),
     ("frobnicate",),
 ])
 def test_bad_usage_exits_2(cli, args):
@@ -191,3 +194,70 @@ def test_catalog_changes_reach_a_running_server_within_five_seconds(tmp_path):
         assert Decimal(server.cli("users", "show", "admin")[1]["balance"]) == Decimal("8.5")
     finally:
         server.stop()
+
+
+def _serve_cli(tmp_path, port: int, workers: int = 1) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "llm_gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(workers)],
+        env=gateway_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_on_a_port_in_use_prints_one_error_and_writes_nothing(cli, tmp_path, workers):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _serve_cli(tmp_path, port, workers)
+        try:
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 1
+    lines = out.strip().splitlines()
+    assert len(lines) == 1, out + err
+    error = json.loads(lines[0])
+    assert set(error) == {"error"} and f"127.0.0.1:{port}" in error["error"]
+    assert "Traceback" not in out + err
+    # Nothing was set up before the port was found taken: no admin (nor its once-shown key) was created.
+    assert cli("users", "show", "admin") == (1, {"error": "no user 'admin'"})
+
+
+def test_serve_announces_only_once_the_port_accepts_connections(tmp_path):
+    import socket
+    import threading
+
+    from tests.fakes.server import free_port
+
+    port = free_port()
+    proc = _serve_cli(tmp_path, port)
+    try:
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout=60)
+        assert lines and lines[0], "serve printed nothing"
+        banner = json.loads(lines[0])
+        assert banner["status"] == "serving" and banner["url"] == f"http://127.0.0.1:{port}"
+        # The socket is listening before the line is printed: a connection made right now succeeds.
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "serve did not come up"
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate(timeout=15)

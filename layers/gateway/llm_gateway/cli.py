@@ -71,10 +71,44 @@ def _currency() -> str:
 # --- commands -----------------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Bind the port, then set up the store and announce, then serve on the socket already bound: a
+    port in use fails before anything is written (no admin key created that nobody would see) or
+    announced, and a client that reads the announcement can connect at once."""
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port: expected a port from 1 to 65535: {args.port}")
+    if args.workers < 1:
+        raise UsageError(f"--workers: expected at least 1: {args.workers}")
+    try:
+        sock = _listen(args.host, args.port)
+    except OSError as exc:
+        return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    try:
+        return _serve_on(sock, args)
+    finally:
+        sock.close()
+
+
+def _listen(host: str, port: int):
+    """A listening TCP socket on host:port, as uvicorn's Config.bind_socket makes one."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except BaseException:
+        sock.close()
+        raise
+    sock.set_inheritable(True)  # workers receive it
+    return sock
+
+
+def _serve_on(sock, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .store import open_store
     from .config import get_settings
+    from .store import open_store
 
     settings = get_settings()
     store = open_store(settings.store_url)
@@ -91,7 +125,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         out["admin_user"] = "admin"
         out["admin_key"] = admin_key
         out["note"] = "This admin key is shown once; store it now."
-    _emit(out)
     kwargs: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -113,8 +146,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         kwargs["http"] = "httptools"
     except ImportError:
         pass
-    uvicorn.run("llm_gateway.http.server:app_factory", **kwargs)
-    return 0
+    config = uvicorn.Config("llm_gateway.http.server:app_factory", **kwargs)
+    _emit(out)
+    try:
+        if args.workers > 1:
+            from uvicorn.supervisors import Multiprocess
+
+            Multiprocess(config, sockets=[sock]).run()
+            return 0
+        server = uvicorn.Server(config)
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C, re-raised by uvicorn after a graceful shutdown (as uvicorn.run does)
+        return 0
+    return 0 if server.started else EXIT_FAILURE
 
 
 def cmd_store_init(args: argparse.Namespace) -> int:
