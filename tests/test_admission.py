@@ -143,7 +143,7 @@ def test_key_rpm_limits_across_models(gateway):
 
 
 def test_insufficient_balance_is_402(gateway):
-    model = gateway.model(input="2.5", output="10")
+    model = gateway.model(input="2.5", output="10", max_output_tokens=16384)
     user = gateway.user(balance="0.001")
     key = gateway.key(user)
     # Reservation: 16 000 output tokens × 10 USD/1M alone is 0.16 USD.
@@ -154,7 +154,7 @@ def test_insufficient_balance_is_402(gateway):
 
 
 def test_402_does_not_use_up_a_rate_limit_slot(gateway):
-    model = gateway.model(input="2.5", output="10", rpm={"regular": 1})
+    model = gateway.model(input="2.5", output="10", rpm={"regular": 1}, max_output_tokens=16384)
     user = gateway.user(balance="0.001")
     key = gateway.key(user)
     assert post(gateway, key, chat(model, max_tokens=16000)).status_code == 402

@@ -116,12 +116,60 @@ def test_models_and_tiers(cli):
     assert rc == 0 and t == {"tier": "vip", "rpm": 400, "multiplier": "0.9"}
 
 
-def test_models_set_adds_a_new_model_with_the_provider_its_name_implies(cli):
-    assert cli("models", "set", "brand-new-model", "--input", "1")[1]["provider"] == "openai"
-    assert cli("models", "set", "claude-next", "--output", "2")[1]["provider"] == "anthropic"
+def test_models_set_refuses_a_new_model_without_a_provider_and_writes_nothing(cli):
+    before = cli("models", "list")[1]
+    for args in (("typo-model", "--input", "1"), ("claude-next", "--output", "2"), ("mock-new", "--per-request", "1")):
+        rc, out = cli("models", "set", *args)
+        assert rc == 2 and set(out) == {"error"} and "--provider" in out["error"]
+    rc, out = cli("models", "set", "typo-model", "--provider", "openia", "--input", "1")
+    assert rc == 2 and "openai, anthropic, azure, mock" in out["error"]
+    assert cli("models", "list")[1] == before
     rc, m = cli("models", "set", "azure-gpt", "--provider", "azure", "--upstream-model", "my-deployment")
     assert rc == 0 and (m["provider"], m["upstream_model"]) == ("azure", "my-deployment")
-    assert "brand-new-model" in cli("models", "list")[1]["models"]
+    # Once added, later changes need no --provider again.
+    rc, m = cli("models", "set", "azure-gpt", "--input", "2")
+    assert rc == 0 and (m["provider"], m["input"]) == ("azure", "2")
+
+
+def test_the_provider_list_is_the_registry_s(cli):
+    from llm_gateway.providers import PROVIDERS
+
+    for provider in PROVIDERS:
+        rc, m = cli("models", "set", f"new-{provider}", "--provider", provider)
+        assert rc == 0 and m["provider"] == provider
+
+
+@pytest.mark.parametrize("args", [
+    ("--input", "-1"),
+    ("--per-request", "-0.5"),
+    ("--max-input-tokens", "0"),
+    ("--max-output-tokens", "-5"),
+    ("--rpm", "vip=0"),
+    ("--rpm", "vip=10000000000"),
+])
+def test_models_set_refuses_values_the_gateway_cannot_use(cli, args):
+    before = cli("models", "list")[1]
+    rc, out = cli("models", "set", "gpt-4o", *args)
+    assert rc == 2 and set(out) == {"error"}
+    assert cli("models", "list")[1] == before
+
+
+def test_models_delete(cli):
+    default = cli("models", "list")[1]["models"]["gpt-4o"]
+    # An added model is gone.
+    cli("models", "set", "my-model", "--provider", "mock", "--input", "1")
+    assert cli("models", "delete", "my-model") == (0, {"deleted": "my-model", "restored": None})
+    assert "my-model" not in cli("models", "list")[1]["models"]
+    # A default model goes back to its defaults, every overridden field at once.
+    cli("models", "set", "gpt-4o", "--input", "99", "--rpm", "vip=7", "--upstream-model", "other")
+    assert cli("models", "list")[1]["models"]["gpt-4o"] != default
+    assert cli("models", "delete", "gpt-4o") == (0, {"deleted": "gpt-4o", "restored": default})
+    assert cli("models", "list")[1]["models"]["gpt-4o"] == default
+    # Deleting a default model that has no override leaves it as it is.
+    assert cli("models", "delete", "gpt-4o") == (0, {"deleted": "gpt-4o", "restored": default})
+    # An unknown model (or one already deleted) is an error.
+    assert cli("models", "delete", "my-model") == (1, {"error": "no model 'my-model'"})
+    assert cli("models", "delete", "no-such-model") == (1, {"error": "no model 'no-such-model'"})
 
 
 def test_usage_command_sums_records(cli):

@@ -76,3 +76,18 @@ def test_first_admin_key_bootstrapped_from_the_cli_works_on_the_deployed_tables(
         assert [k["remark"] for k in r.json()["data"]] == ["bootstrap"]
     finally:
         server.stop()
+
+
+def test_models_delete_on_dynamodb(cli, prefix):
+    cli("store", "init")
+    default = cli("models", "list")[1]["models"]["gpt-4o"]
+    assert cli("models", "set", "typo", "--input", "1")[0] == 2
+    cli("models", "set", "my-model", "--provider", "mock", "--input", "1")
+    cli("models", "set", "gpt-4o", "--input", "99")
+    version = DynamoDBStore(prefix).catalog_version()
+    assert cli("models", "delete", "my-model") == (0, {"deleted": "my-model", "restored": None})
+    assert cli("models", "delete", "gpt-4o") == (0, {"deleted": "gpt-4o", "restored": default})
+    assert DynamoDBStore(prefix).catalog_version() == version + 2
+    models = cli("models", "list")[1]["models"]
+    assert "my-model" not in models and models["gpt-4o"] == default
+    assert cli("models", "delete", "my-model") == (1, {"error": "no model 'my-model'"})

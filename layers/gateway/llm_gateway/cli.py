@@ -16,10 +16,12 @@ from typing import Any, NoReturn
 
 from . import accounts
 from .money import MoneyError, format_micros, to_micros
+from .store.base import TIERS
 from .times import parse_iso
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+MAX_TOKENS = 1_000_000_000  # a model's max input/output tokens: an integer both stores and views hold
 
 
 class UsageError(Exception):
@@ -304,52 +306,72 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 def cmd_models_set(args: argparse.Namespace) -> int:
     from .catalog import Catalog, default_catalog
+    from .providers import PROVIDERS
 
     fields: dict[str, Any] = {}
     if args.provider:
-        if args.provider not in ("openai", "anthropic", "azure", "mock"):
-            raise UsageError(f"--provider: unknown provider '{args.provider}'")
+        if args.provider not in PROVIDERS:
+            raise UsageError(f"--provider: unknown provider '{args.provider}': use one of {', '.join(PROVIDERS)}")
         fields["provider"] = args.provider
     if args.upstream_model:
         fields["upstream_model"] = args.upstream_model
     for name in ("input", "output", "cache_read", "cache_write", "per_request"):
         value = getattr(args, name)
         if value is not None:
-            _money(value, "--" + name.replace("_", "-"))
+            flag = "--" + name.replace("_", "-")
+            accounts.check_amount(_money(value, flag), flag)  # a negative price would pay the caller
             fields[name] = value
-    if args.max_input_tokens is not None:
-        fields["max_input_tokens"] = args.max_input_tokens
-    if args.max_output_tokens is not None:
-        fields["max_output_tokens"] = args.max_output_tokens
+    for name in ("max_input_tokens", "max_output_tokens"):
+        value = getattr(args, name)
+        if value is not None:
+            if not 1 <= value <= MAX_TOKENS:
+                raise UsageError(f"--{name.replace('_', '-')}: expected an integer from 1 to {MAX_TOKENS}")
+            fields[name] = value
     if args.rpm:
-        rpm = {}
-        for item in args.rpm:
-            tier, _, n = item.partition("=")
-            if tier not in ("regular", "vip", "premium") or not n.isdigit() or int(n) < 1:
-                raise UsageError(f"--rpm: expected TIER=N with a tier of regular, vip, premium: {item}")
-            rpm[tier] = int(n)
-        fields["rpm"] = rpm
+        fields["rpm"] = _tier_rpms(args.rpm)
     store = _store()
+    overrides = store.get_catalog_overrides()
     if "rpm" in fields:  # per tier: a tier not named keeps the limit an earlier `models set` gave it
-        earlier = store.get_catalog_overrides()["models"].get(args.model, {}).get("rpm") or {}
+        earlier = overrides["models"].get(args.model, {}).get("rpm") or {}
         fields["rpm"] = {**earlier, **fields["rpm"]}
-    catalog = Catalog(default_catalog(), store.get_catalog_overrides())
-    if args.model not in catalog.models and "provider" not in fields:
-        fields["provider"] = _guess_provider(args.model)
+    if args.model not in Catalog(default_catalog(), overrides).models and "provider" not in fields:
+        raise UsageError(
+            f"'{args.model}' is not in the catalog: a new model needs --provider ({', '.join(PROVIDERS)})"
+        )
     store.set_model_override(args.model, fields)
     after = _catalog_views(Catalog(default_catalog(), store.get_catalog_overrides()))
     _emit({"model": args.model, **after["models"][args.model]})
     return 0
 
 
-def _guess_provider(model: str) -> str:
-    """A new model's provider when `models set` names none: by the name's family, else OpenAI's wire
-    format (which any compatible upstream speaks)."""
-    if model.startswith("claude"):
-        return "anthropic"
-    if model.startswith("mock-"):
-        return "mock"
-    return "openai"
+def _tier_rpms(items: list[str]) -> dict[str, int]:
+    """`--rpm TIER=N ...` as {tier: N}."""
+    rpm = {}
+    for item in items:
+        tier, _, n = item.partition("=")
+        if tier not in TIERS or not n.isdigit():
+            raise UsageError(f"--rpm: expected TIER=N with a tier of {', '.join(TIERS)}: {item}")
+        rpm[tier] = accounts.check_rpm(int(n), f"--rpm {tier}")
+    return rpm
+
+
+def cmd_models_delete(args: argparse.Namespace) -> int:
+    """Remove a model's override: an added model is gone, a default model is back to its defaults."""
+    from .catalog import Catalog, default_catalog
+    from .store import NotFound
+
+    store = _store()
+    defaults = default_catalog()
+    try:
+        store.delete_model_override(args.model)
+    except NotFound:
+        if args.model not in defaults["models"]:
+            return _fail(f"no model '{args.model}'")
+    out: dict[str, Any] = {"deleted": args.model, "restored": None}
+    if args.model in defaults["models"]:
+        out["restored"] = _catalog_views(Catalog(defaults, store.get_catalog_overrides()))["models"][args.model]
+    _emit(out)
+    return 0
 
 
 def cmd_tiers_set(args: argparse.Namespace) -> int:
@@ -411,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("users").add_subparsers(dest="users_command", required=True, parser_class=_Parser)
     uc = u.add_parser("create")
     uc.add_argument("user_id")
-    uc.add_argument("--tier", default="regular", choices=["regular", "vip", "premium"])
+    uc.add_argument("--tier", default="regular", choices=TIERS)
     uc.add_argument("--balance", default="0")
     uc.add_argument("--membership-days", type=float)
     uc.set_defaults(func=cmd_users_create)
@@ -463,10 +485,13 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--max-output-tokens", type=int)
     ms.add_argument("--rpm", nargs="+", action="extend", metavar="TIER=N")
     ms.set_defaults(func=cmd_models_set)
+    md = m.add_parser("delete", help="remove an override or an added model")
+    md.add_argument("model")
+    md.set_defaults(func=cmd_models_delete)
 
     t = sub.add_parser("tiers").add_subparsers(dest="tiers_command", required=True, parser_class=_Parser)
     ts = t.add_parser("set")
-    ts.add_argument("tier", choices=["regular", "vip", "premium"])
+    ts.add_argument("tier", choices=TIERS)
     ts.add_argument("--rpm", type=int)
     ts.add_argument("--multiplier")
     ts.set_defaults(func=cmd_tiers_set)

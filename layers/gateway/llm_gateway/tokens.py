@@ -88,12 +88,12 @@ def _content_parts(content: Any, texts: list[str]) -> int:
             elif kind in ("text", "input_text"):
                 texts.append(str(part.get("text") or ""))
             elif kind in ("tool_use",):
-                texts.append(part.get("name") or "")
+                texts.append(str(part.get("name") or ""))
                 texts.append(orjson.dumps(part.get("input") or {}).decode())
             elif kind in ("tool_result",):
                 images += _content_parts(part.get("content"), texts)
             elif kind in ("thinking",):
-                texts.append(part.get("thinking") or "")
+                texts.append(str(part.get("thinking") or ""))
             elif "text" in part:
                 texts.append(str(part.get("text") or ""))
     return images
@@ -118,10 +118,12 @@ def count_messages(
             continue
         framing += TOKENS_PER_MESSAGE
         images += _content_parts(message.get("content"), texts)
-        for call in message.get("tool_calls") or ():
-            fn = (call or {}).get("function") or {}
-            texts.append(str(fn.get("name") or ""))
-            texts.append(str(fn.get("arguments") or ""))
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            fn = call.get("function") if isinstance(call, dict) else None
+            if isinstance(fn, dict):
+                texts.append(str(fn.get("name") or ""))
+                texts.append(str(fn.get("arguments") or ""))
     if tools:
         texts.append(orjson.dumps(tools).decode())
     enc = encoding(encoding_name)

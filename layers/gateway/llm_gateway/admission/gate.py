@@ -11,6 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 from ..billing.cost import estimate_micros
 from ..catalog import Catalog, CatalogSource, ModelSpec
@@ -120,6 +121,30 @@ class Gate:
                 f"Too many requests; retry in {result.retry_after} s.",
                 headers={"Retry-After": str(result.retry_after)},
             )
+
+
+def output_allowance(spec: ModelSpec, body: dict[str, Any], names: tuple[str, ...], *, choices: int = 1,
+                     default: int | None = None) -> int:
+    """The output a request may produce, for its reservation: the first of the `names` the body sets,
+    else `default`, else the model's own output cap; once per requested choice.
+
+    A value above the model's output cap is refused (400 naming the field and the cap), as OpenAI
+    and Anthropic refuse it, rather than reserved or forwarded.
+    """
+    chosen: int | None = None
+    for name in names:
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            if value > spec.max_output_tokens:
+                raise GatewayError(
+                    "invalid_request",
+                    f"'{name}' is too large: {value}. The model '{spec.name}' supports at most "
+                    f"{spec.max_output_tokens} output tokens, whereas you provided {value}.",
+                    param=name,
+                )
+            chosen = value if chosen is None else chosen
+    cap = chosen or default or spec.max_output_tokens
+    return cap * max(choices, 1)
 
 
 def _model_counters(caller: Caller, spec: ModelSpec, catalog: Catalog) -> list[Counter]:

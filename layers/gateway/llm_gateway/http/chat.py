@@ -13,48 +13,25 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from .. import tokens
+from ..admission.gate import output_allowance
 from ..admission.keys import Caller
 from ..catalog import ModelSpec
 from ..errors import invalid
 from ..runtime import Runtime
 from ..translate.legacy import serialized_chat
-from .body import field, is_form, loose_bool, loose_float, loose_int, parse_body, positive_int
+from .body import FormFields, field, loose_bool, loose_float, loose_int, parse_body
 from .calls import Plan, serve_call
 from .deps import caller, runtime
 from .passthrough import OpenAIPassthrough
+from .shapes import ChatRequest, CompletionsRequest, check
 from .translated import claude_chat_plan, completions_plan
 
 router = APIRouter()
 
 
 def validate_chat(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]], bool]:
-    model = field(body, "model", str, required=True)
-    if not model.strip():
-        raise invalid("Invalid value for 'model': must not be empty.", "model")
-    messages = field(body, "messages", list, required=True)
-    if not messages:
-        raise invalid("Invalid value for 'messages': must contain at least one message.", "messages")
-    for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise invalid(f"Invalid type for '{where}': expected an object.", where)
-        role = message.get("role")
-        if not isinstance(role, str) or not role:
-            raise invalid(f"Missing required parameter: '{where}.role'.", f"{where}.role")
-        content = message.get("content")
-        if content is not None and not isinstance(content, (str, list)):
-            raise invalid(f"Invalid type for '{where}.content': expected a string or an array.", f"{where}.content")
-    stream = field(body, "stream", bool, default=False)
-    positive_int(body, "max_tokens")
-    positive_int(body, "max_completion_tokens")
-    field(body, "stream_options", dict)
-    field(body, "tools", list)
-    field(body, "temperature", float)
-    field(body, "top_p", float)
-    positive_int(body, "n")
-    field(body, "stop", (str, list))
-    field(body, "response_format", dict)
-    return model, messages, stream
+    check(ChatRequest, body)
+    return body["model"], body["messages"], bool(body.get("stream"))
 
 
 def chat_plan(spec: ModelSpec, body: dict[str, Any], stream: bool) -> Plan:
@@ -93,16 +70,10 @@ async def serve_chat(request: Request, rt: Runtime, who: Caller, body: dict[str,
         stream=stream,
         input_tokens=chat_input_tokens(spec, body),
         max_output_tokens=output_allowance(
-            spec, body.get("n"), body.get("max_completion_tokens"), body.get("max_tokens"), plan.body.get("max_tokens")
+            spec, body, ("max_completion_tokens", "max_tokens"), choices=body.get("n") or 1,
+            default=plan.body.get("max_tokens"),
         ),
     )
-
-
-def output_allowance(spec: ModelSpec, choices: Any, *caps: Any) -> int:
-    """The output a request may produce, for its reservation: the first cap given (else the model's
-    own output cap), once per requested choice (`n`)."""
-    cap = next((c for c in caps if isinstance(c, int) and c > 0), spec.max_output_tokens)
-    return cap * (choices if isinstance(choices, int) and choices > 1 else 1)
 
 
 # Fields of a form-encoded legacy request that arrive as text and travel upstream as JSON values.
@@ -125,20 +96,8 @@ def _typed(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate_completions(body: dict[str, Any]) -> tuple[str, bool]:
-    model = field(body, "model", str, required=True)
-    if not model.strip():
-        raise invalid("Invalid value for 'model': must not be empty.", "model")
-    prompt = field(body, "prompt", (str, list), required=True)
-    if isinstance(prompt, list) and not all(isinstance(p, (str, int)) for p in prompt):
-        raise invalid("Invalid type for 'prompt': expected a string or an array of strings.", "prompt")
-    positive_int(body, "max_tokens")
-    positive_int(body, "n")
-    positive_int(body, "best_of")
-    field(body, "temperature", float)
-    field(body, "top_p", float)
-    field(body, "stop", (str, list))
-    field(body, "stream_options", dict)
-    return model, field(body, "stream", bool, default=False)
+    check(CompletionsRequest, body)
+    return body["model"], bool(body.get("stream"))
 
 
 def _prompt_tokens(spec: ModelSpec, prompt: Any) -> int:
@@ -155,7 +114,7 @@ async def completions(
 ) -> Response:
     """OpenAI legacy completions, JSON or form-encoded; Claude models answer through chat."""
     body = await parse_body(request, rt.settings.max_body_bytes)
-    if is_form(request):
+    if isinstance(body, FormFields):
         body = _typed(body)
     model, stream = validate_completions(body)
     spec = rt.gate.model_for(who, model)
@@ -168,8 +127,9 @@ async def completions(
         stream=stream,
         input_tokens=_prompt_tokens(spec, body["prompt"]),
         max_output_tokens=output_allowance(
-            spec, max(body.get("n") or 1, body.get("best_of") or 1) * _prompt_count(body["prompt"]),
-            body.get("max_tokens"), plan.body.get("max_tokens"),
+            spec, body, ("max_tokens",),
+            choices=max(body.get("n") or 1, body.get("best_of") or 1) * _prompt_count(body["prompt"]),
+            default=plan.body.get("max_tokens"),
         ),
     )
 

@@ -13,15 +13,16 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from .. import tokens
+from ..admission.gate import output_allowance
 from ..admission.keys import Caller
 from ..catalog import ModelSpec
-from ..errors import invalid
 from ..runtime import Runtime
 from ..translate.legacy import complete_to_messages, serialized_messages
-from .body import field, parse_body, positive_int
+from .body import parse_body
 from .calls import serve_call
 from .deps import caller, runtime
 from .responses import JSON
+from .shapes import CompleteRequest, CountTokensRequest, MessagesRequest, check
 from .translated import complete_plan, default_max_tokens, messages_plan
 
 router = APIRouter()
@@ -30,7 +31,6 @@ router = APIRouter()
 PASSED_HEADERS = ("anthropic-version", "anthropic-beta")
 # Messages fields the count_tokens endpoint does not take.
 _NOT_COUNTED = ("max_tokens", "stream", "stop_sequences", "temperature", "top_p", "top_k", "metadata", "service_tier")
-_ROLES = ("user", "assistant")
 
 
 def anthropic_headers(request: Request) -> dict[str, str] | None:
@@ -40,33 +40,8 @@ def anthropic_headers(request: Request) -> dict[str, str] | None:
 
 def validate_messages(body: dict[str, Any], *, counting: bool = False) -> tuple[str, bool]:
     """The Messages API's own checks, with its field paths in the messages (`messages.0.role`)."""
-    model = field(body, "model", str, required=True)
-    if not model.strip():
-        raise invalid("model: must not be empty", "model")
-    messages = field(body, "messages", list, required=True)
-    if not messages:
-        raise invalid("messages: at least one message is required", "messages")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise invalid(f"messages.{i}: Input should be an object", f"messages.{i}")
-        if message.get("role") not in _ROLES:
-            raise invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'", f"messages.{i}.role")
-        if not isinstance(message.get("content"), (str, list)):
-            raise invalid(f"messages.{i}.content: Input should be a string or a list of content blocks",
-                          f"messages.{i}.content")
-    if not counting:
-        field(body, "max_tokens", int, required=True)
-        positive_int(body, "max_tokens")
-    field(body, "system", (str, list))
-    field(body, "tools", list)
-    field(body, "tool_choice", dict)
-    field(body, "stop_sequences", list)
-    field(body, "temperature", float)
-    field(body, "top_p", float)
-    field(body, "top_k", int)
-    field(body, "metadata", dict)
-    field(body, "thinking", dict)
-    return model, bool(field(body, "stream", bool, default=False)) and not counting
+    check(CountTokensRequest if counting else MessagesRequest, body, anthropic=True)
+    return body["model"], bool(body.get("stream")) and not counting
 
 
 def _input_tokens(spec: ModelSpec, body: dict[str, Any]) -> int:
@@ -90,7 +65,8 @@ async def _serve_messages(
     plan = make(spec, body, stream, headers=anthropic_headers(request), input_tokens=input_tokens)
     return await serve_call(
         request, rt, who, spec, plan,
-        route=route, stream=stream, input_tokens=input_tokens, max_output_tokens=body.get("max_tokens"),
+        route=route, stream=stream, input_tokens=input_tokens,
+        max_output_tokens=output_allowance(spec, body, ("max_tokens",)),
     )
 
 
@@ -128,16 +104,9 @@ async def count_tokens(request: Request, who: Caller = Depends(caller), rt: Runt
 async def complete(request: Request, who: Caller = Depends(caller), rt: Runtime = Depends(runtime)) -> Response:
     """Anthropic text completions, served through the Messages API."""
     body = await parse_body(request, rt.settings.max_body_bytes, forms=False)
-    model = field(body, "model", str, required=True)
-    field(body, "prompt", str, required=True)
-    field(body, "max_tokens_to_sample", int, required=True)
-    positive_int(body, "max_tokens_to_sample")
-    field(body, "stop_sequences", list)
-    field(body, "temperature", float)
-    field(body, "top_p", float)
-    field(body, "top_k", int)
-    field(body, "metadata", dict)
-    stream = field(body, "stream", bool, default=False)
+    check(CompleteRequest, body, anthropic=True)
+    model, stream = body["model"], bool(body.get("stream"))
     spec = rt.gate.model_for(who, model)
+    output_allowance(spec, body, ("max_tokens_to_sample",))
     messages_body = complete_to_messages(body, model=model)
     return await _serve_messages(request, rt, who, spec, messages_body, stream=stream, route="complete", legacy=True)

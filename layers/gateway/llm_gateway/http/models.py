@@ -6,7 +6,6 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from ..admission.keys import Caller, permits
-from ..errors import GatewayError
 from ..runtime import Runtime
 from .deps import caller, runtime
 from .responses import JSON

@@ -7,6 +7,9 @@ from typing import Any
 from ..config import Settings
 from ..errors import GatewayError
 
+# Every provider a catalog entry may name: one per branch of `Providers._make`.
+PROVIDERS = ("openai", "anthropic", "azure", "mock")
+
 
 class Providers:
     def __init__(self, settings: Settings) -> None:
