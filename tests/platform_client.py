@@ -38,9 +38,11 @@ def post(base: str, path: str, key: str | None, fields: dict[str, Any] | None = 
     if encoding == "form":
         return httpx.post(url, headers=headers, data=text)
     assert encoding == "multipart", encoding
-    # An ignored part keeps a field-less request multipart (httpx sends no body for no parts).
-    parts = {k: (None, v) for k, v in (text or {"unused": ""}).items()}
-    return httpx.post(url, headers=headers, files=parts)
+    if not text:  # httpx sends no body for no parts: a well-formed multipart body with none
+        boundary = "llm-gateway-test"
+        return httpx.post(url, headers={**headers, "content-type": f"multipart/form-data; boundary={boundary}"},
+                          content=f"--{boundary}--\r\n".encode())
+    return httpx.post(url, headers=headers, files={k: (None, v) for k, v in text.items()})
 
 
 def get(base: str, path: str, key: str | None, params: dict[str, Any] | None = None) -> httpx.Response:

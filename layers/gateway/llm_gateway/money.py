@@ -29,6 +29,8 @@ def to_micros(value: str | int | Decimal) -> int:
         raise MoneyError(f"not a decimal amount: {value!r}") from None
     if not d.is_finite():
         raise MoneyError(f"not a decimal amount: {value!r}")
+    if d and d.adjusted() > 15:  # far past any real amount; and 1e400000000 must not become an int
+        raise MoneyError(f"amount is too large: {value!r}")
     scaled = d * MICROS
     if scaled != scaled.to_integral_value():
         raise MoneyError(f"amount has more than 6 decimals: {value!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.requests import Request
@@ -37,30 +38,75 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def parse_body(request: Request, limit: int, *, forms: bool = True) -> dict[str, Any]:
-    """A JSON object, or (when `forms`) a form-encoded or multipart body, as a dict."""
+    """The body as a dict: a JSON object, or (when `forms`) a form-encoded or multipart body.
+
+    A body that parses as JSON is JSON whatever its Content-Type says (`curl -d '{...}'` labels JSON
+    as a form); one that is neither a JSON object nor a well-formed form is a 400, never read as an
+    empty form whose missing fields then mean something else.
+    """
     body = await read_body(request, limit)
-    if forms and is_form(request):
-        try:
-            form = await request.form()
-        except Exception:
-            raise invalid("The form body could not be parsed.") from None
-        out: dict[str, Any] = {}
-        for key, value in form.multi_items():
-            if hasattr(value, "read"):
-                value = (await value.read()).decode("utf-8", "replace")
-            out[key] = value
-        return out
     if not body.strip():
         if forms:
             return {}
         raise invalid("The request body is empty: send a JSON object.")
+    if forms and body.lstrip()[:1] not in (b"{", b"["):
+        return await _form(request, body)
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise invalid(f"The request body is not valid JSON ({exc.args[0] if exc.args else 'parse error'}).") from None
     if not isinstance(data, dict):
         raise invalid("The request body must be a JSON object.")
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH:
+        _check_depth(data)
     return data
+
+
+# JSON nesting the gateway accepts: what it can re-encode for the upstream (orjson stops at 255).
+MAX_DEPTH = 128
+
+
+def _check_depth(data: Any) -> None:
+    """Refuse a body nested deeper than MAX_DEPTH (only bodies with that many brackets get here)."""
+    level: list[Any] = [data]
+    for _ in range(MAX_DEPTH):
+        level = [v for item in level for v in (item.values() if isinstance(item, dict) else item)
+                 if isinstance(v, (dict, list))]
+        if not level:
+            return
+    raise invalid(f"The request body is nested too deeply: at most {MAX_DEPTH} levels of arrays and objects.")
+
+
+class FormFields(dict):
+    """A body that came as a form: its values are text, to be read with the `loose_*` readers."""
+
+
+async def _form(request: Request, body: bytes) -> FormFields:
+    """A form-encoded or multipart body, refused when it is not well formed."""
+    if is_multipart(request):
+        # The parser skips whatever does not match the boundary, so a body that never names it
+        # would read as an empty form.
+        boundary = _boundary(request)
+        if not boundary or b"--" + boundary.encode("latin-1") not in body:
+            raise invalid("The multipart body could not be parsed: its boundary is missing or never used.")
+        try:
+            form = await request.form()
+            out = FormFields()
+            for key, value in form.multi_items():
+                if hasattr(value, "read"):
+                    value = (await value.read()).decode("utf-8", "replace")
+                out[key] = value
+        except Exception:
+            raise invalid("The multipart body could not be parsed.") from None
+        return out
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(text.strip(), keep_blank_values=True, strict_parsing=True)
+    except (UnicodeDecodeError, ValueError):
+        raise invalid(
+            "The request body is neither a JSON object nor a form: send JSON (Content-Type: application/json)."
+        ) from None
+    return FormFields(pairs)
 
 
 def _type_name(kind: Any) -> str:
@@ -195,7 +241,17 @@ def _loose_number(body: dict[str, Any], name: str, parse: Any, kinds: Any, expec
     return value
 
 
-def is_form(request: Request) -> bool:
-    """Whether the body is form-encoded or multipart (its values then arrive as text)."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    return content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def is_multipart(request: Request) -> bool:
+    return _content_type(request) == "multipart/form-data"
+
+
+def _boundary(request: Request) -> str | None:
+    for param in request.headers.get("content-type", "").split(";")[1:]:
+        name, _, value = param.strip().partition("=")
+        if name.strip().lower() == "boundary":
+            return value.strip().strip('"') or None
+    return None

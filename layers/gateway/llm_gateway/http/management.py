@@ -31,8 +31,6 @@ ADMIN = "/api/v1/user/admin"
 # Per user, one-second windows (API.md 5.1).
 WRITES_PER_SECOND = 10  # create, update and delete together
 LISTS_PER_SECOND = 1
-MAX_REMARK = 1024
-MAX_RPM = 1_000_000_000
 MAX_PAGE_SIZE = 100
 
 
@@ -63,13 +61,13 @@ async def update_api_token(
     request: Request, who: Caller = Depends(admin_caller), rt: Runtime = Depends(runtime)
 ) -> Response:
     body = await parse_body(request, rt.settings.max_body_bytes)
-    reference = key_reference(body)
     changes = key_changes(body, update=True)
+    reference = key_reference(body)
     _limit(rt, who, "writes", WRITES_PER_SECOND)
     key = _own_key(rt, who, reference)
     if changes:
         try:
-            key = rt.store.update_key(key.key_id, **changes)
+            key = accounts.update_key(rt.store, key.key_id, **changes)
         except NotFound:  # deleted meanwhile
             raise _not_found(accounts.KeyNotFound("key_id")) from None
     rt.keys.forget(key.key_hash)  # immediate in this process; other processes within the cache TTL
@@ -87,7 +85,7 @@ async def get_api_tokens(who: Caller = Depends(admin_caller), rt: Runtime = Depe
 async def delete_api_token(
     request: Request, who: Caller = Depends(admin_caller), rt: Runtime = Depends(runtime)
 ) -> Response:
-    reference = key_reference(await parse_body(request, rt.settings.max_body_bytes))
+    reference = key_reference(only_fields(await parse_body(request, rt.settings.max_body_bytes), DELETE_FIELDS))
     _limit(rt, who, "writes", WRITES_PER_SECOND)
     key = _own_key(rt, who, reference)
     try:
@@ -153,39 +151,53 @@ def key_reference(body: dict[str, Any]) -> dict[str, str | None]:
     return {"full_key": full or None, "key_id": key_id or None}
 
 
+# The fields of the key routes; any other is refused by name rather than silently ignored. A
+# create takes no reference and no state (it would silently not apply them); a delete reads only
+# the reference and ignores the rest of a key's fields.
+_KEY_SETTINGS = ("remark", "permissions", "rpm", "max_fee", "expired_at")
+_REFERENCE = ("key", "key_id")
+CREATE_FIELDS = _KEY_SETTINGS
+UPDATE_FIELDS = (*_REFERENCE, *_KEY_SETTINGS, "is_disabled")
+DELETE_FIELDS = UPDATE_FIELDS
+
+
+def only_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
+    """`body`, refused (400 naming them) when it has fields the route does not take."""
+    unknown = [name for name in body if name not in allowed]
+    if "is_admin" in unknown:
+        raise invalid("Invalid parameter 'is_admin': it cannot be set or cleared through the API.", "is_admin")
+    if unknown:
+        names = ", ".join(f"'{n}'" for n in unknown[:5])
+        raise invalid(
+            f"Unknown parameter{'s' if len(unknown) > 1 else ''} {names}: this route takes "
+            f"{', '.join(allowed)}.", unknown[0],
+        )
+    return body
+
+
 def key_changes(body: dict[str, Any], *, update: bool) -> dict[str, Any]:
-    """The key fields a create or update request sets, read from JSON or form values.
+    """The key fields a create or update request sets, read from JSON or form values and checked by
+    `accounts` (the same ranges the CLI gets) before anything is written.
 
     Only fields present in the body are returned; for the nullable ones (`rpm`, `max_fee`,
     `expired_at`) a null or empty value clears them. `is_admin` is never settable here: admin keys
     are the operator's to mint.
     """
-    if "is_admin" in body:
-        raise invalid("Invalid parameter 'is_admin': it cannot be set or cleared through the API.", "is_admin")
+    only_fields(body, UPDATE_FIELDS if update else CREATE_FIELDS)
     readers: dict[str, Callable[[dict[str, Any]], Any]] = {
-        "remark": _remark,
-        "permissions": lambda b: accounts.parse_permissions(b.get("permissions")),
-        "rpm": lambda b: loose_int(b, "rpm", minimum=1, maximum=MAX_RPM),
+        "remark": lambda b: field(b, "remark", str, default=""),
+        "permissions": lambda b: b.get("permissions"),
+        "rpm": lambda b: loose_int(b, "rpm"),
         "max_fee": lambda b: loose_money(b, "max_fee"),
         "expired_at": lambda b: loose_time(b, "expired_at"),
     }
-    out: dict[str, Any] = {}
-    try:
-        for name, read in readers.items():
-            if name in body:
-                out[name] = read(body)
-    except accounts.AccountError as exc:
-        raise invalid(str(exc), exc.param) from None
+    out = {name: read(body) for name, read in readers.items() if name in body}
     if update and body.get("is_disabled") not in (None, ""):
         out["is_disabled"] = loose_bool(body, "is_disabled")
-    return out
-
-
-def _remark(body: dict[str, Any]) -> str:
-    remark = field(body, "remark", str, default="")
-    if len(remark) > MAX_REMARK:
-        raise invalid(f"Invalid value for 'remark': at most {MAX_REMARK} characters.", "remark")
-    return remark
+    try:
+        return accounts.check_key_fields(out)
+    except accounts.AccountError as exc:
+        raise invalid(str(exc), exc.param) from None
 
 
 # --- helpers --------------------------------------------------------------------------------------
