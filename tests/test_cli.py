@@ -34,7 +34,7 @@ def test_users_lifecycle(cli):
     assert user["user_id"] == "alice" and user["tier"] == "vip" and user["effective_tier"] == "vip"
     assert user["balance"] == "12.5" and user["membership_expire_date"].endswith("Z")
     assert cli("users", "topup", "alice", "0.000001")[1]["balance"] == "12.500001"
-    rc, shown = cli("users", "set-tier", "alice", "premium", "--membership-days", "-1")
+    rc, shown = cli("users", "set-tier", "alice", "premium", "--membership-days", "0")
     assert rc == 0 and shown["tier"] == "premium" and shown["effective_tier"] == "regular"
     assert cli("users", "show", "alice")[1]["balance"] == "12.500001"
 
@@ -54,6 +54,8 @@ def test_failures_exit_non_zero_with_an_error_object(cli):
     ("keys", "create", "x", "--expires", "tomorrow"),
     ("models", "set", "gpt-4o", "--rpm", "gold=5"),
     ("tiers", "set", "vip", "--multiplier", "abc"),
+    ("tiers", "set", "vip", "--rpm", "0"),
+    ("users", "debit", "x", "1"),
     ("serve", "--port", "0"),
     ("serve", "--port", "65536"),
     ("serve", "--workers", "0"),
@@ -170,6 +172,90 @@ def test_models_delete(cli):
     # An unknown model (or one already deleted) is an error.
     assert cli("models", "delete", "my-model") == (1, {"error": "no model 'my-model'"})
     assert cli("models", "delete", "no-such-model") == (1, {"error": "no model 'no-such-model'"})
+
+
+@pytest.mark.parametrize("args", [
+    ("--rpm", "0"),
+    ("--rpm", "-3"),
+    ("--max-fee", "-1"),
+    ("--max-fee", "1e400"),
+    ("--max-fee", "1000000001"),
+    ("--expires", "10000-01-01"),
+    ("--expires", "9999-12-31T23:59:59-01:00"),
+    ("--expires", "1969-12-31T23:59:59Z"),
+    ("--remark", "x" * 1025),
+])
+def test_keys_create_refuses_what_the_api_refuses_and_creates_no_key(cli, args):
+    cli("users", "create", "kim")
+    rc, out = cli("keys", "create", "kim", *args)
+    assert rc == 2 and set(out) == {"error"}
+    assert cli("keys", "list", "kim")[1]["keys"] == []
+    assert cli("users", "show", "kim")[1]["key_count"] == 0
+
+
+@pytest.mark.parametrize("args", [
+    ("--balance", "-5"),
+    ("--balance", "1000000001"),
+    ("--membership-days", "-36501"),
+    ("--membership-days", "36501"),
+    ("--membership-days", "1e300"),
+    ("--membership-days", "nan"),
+])
+def test_users_create_refuses_what_the_api_refuses_and_creates_no_user(cli, args):
+    rc, out = cli("users", "create", "lee", *args)
+    assert rc == 2 and set(out) == {"error"}
+    assert cli("users", "show", "lee") == (1, {"error": "no user 'lee'"})
+
+
+@pytest.mark.parametrize("args", [
+    ("topup", "mo", "-5"),
+    ("topup", "mo", "0"),
+    ("topup", "mo", "1e400"),
+    ("set-tier", "mo", "vip", "--membership-days", "-1e300"),
+    ("set-tier", "mo", "vip", "--membership-days", "1e300"),
+    ("set-tier", "mo", "vip", "--membership-days", "inf"),
+    ("debit", "mo", "-1", "--reason", "x"),
+    ("debit", "mo", "0", "--reason", "x"),
+    ("debit", "mo", "1", "--reason", " "),
+    ("debit", "mo", "1", "--reason", "x" * 1025),
+])
+def test_refused_money_and_membership_changes_write_nothing(cli, args):
+    before = cli("users", "create", "mo", "--balance", "10", "--membership-days", "3")[1]
+    rc, out = cli("users", *args)
+    assert rc == 2 and set(out) == {"error"}
+    assert cli("users", "show", "mo")[1] == before
+    assert cli("usage", "mo")[1]["total"] == 0
+
+
+def test_users_debit_takes_money_with_a_reason_in_the_usage_history(cli):
+    cli("users", "create", "nia", "--balance", "10")
+    rc, user = cli("users", "debit", "nia", "2.5", "--reason", "chargeback #41")
+    assert rc == 0 and user["user_id"] == "nia" and user["balance"] == "7.5"
+    usage = cli("usage", "nia")[1]
+    assert usage["total"] == 1 and usage["sum"]["cost"] == "2.5"
+    [rec] = usage["records"]
+    assert (rec["route"], rec["key_id"], rec["model"], rec["cost"]) == ("debit", "operator", "chargeback #41", "2.5")
+    assert cli("usage", "nia", "--model", "chargeback #41")[1]["total"] == 1
+    # More than the balance is refused whole: nothing taken, nothing recorded.
+    rc, out = cli("users", "debit", "nia", "7.500001", "--reason", "too much")
+    assert rc == 1 and "does not cover" in out["error"]
+    assert cli("users", "show", "nia")[1]["balance"] == "7.5"
+    assert cli("usage", "nia")[1]["total"] == 1
+    # The whole balance may be taken, down to exactly zero.
+    assert cli("users", "debit", "nia", "7.5", "--reason", "close account")[1]["balance"] == "0"
+    assert cli("users", "debit", "nobody", "1", "--reason", "x") == (1, {"error": "no user 'nobody'"})
+
+
+def test_debit_of_a_missing_user_says_so_and_records_nothing(tmp_path):
+    from llm_gateway import accounts
+    from llm_gateway.store import NotFound
+    from llm_gateway.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "gateway.db"))
+    store.init()
+    with pytest.raises(NotFound):
+        accounts.debit(store, "nobody", 1_000_000, "x")
+    assert store.list_usage("nobody").total == 0
 
 
 def test_usage_command_sums_records(cli):

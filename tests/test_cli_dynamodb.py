@@ -39,7 +39,7 @@ def test_users_keys_models_and_usage_on_dynamodb(cli, prefix):
     rc, user = cli("users", "create", "alice", "--tier", "vip", "--balance", "12.5", "--membership-days", "30")
     assert rc == 0 and (user["tier"], user["effective_tier"], user["balance"]) == ("vip", "vip", "12.5")
     assert cli("users", "topup", "alice", "0.000001")[1]["balance"] == "12.500001"
-    assert cli("users", "set-tier", "alice", "premium", "--membership-days", "-1")[1]["effective_tier"] == "regular"
+    assert cli("users", "set-tier", "alice", "premium", "--membership-days", "0")[1]["effective_tier"] == "regular"
     assert cli("users", "create", "alice")[0] == 1
     assert cli("users", "show", "nobody") == (1, {"error": "no user 'nobody'"})
 
@@ -76,6 +76,31 @@ def test_first_admin_key_bootstrapped_from_the_cli_works_on_the_deployed_tables(
         assert [k["remark"] for k in r.json()["data"]] == ["bootstrap"]
     finally:
         server.stop()
+
+
+def test_debit_and_refused_changes_on_dynamodb(cli, prefix):
+    cli("store", "init")
+    before = cli("users", "create", "bo", "--balance", "10")[1]
+    for args in (("users", "topup", "bo", "-5"), ("users", "set-tier", "bo", "vip", "--membership-days", "1e300"),
+                 ("keys", "create", "bo", "--rpm", "0"), ("keys", "create", "bo", "--max-fee", "1e400"),
+                 ("keys", "create", "bo", "--expires", "9999-12-31T23:59:59-01:00"),
+                 ("users", "debit", "bo", "0", "--reason", "x")):
+        rc, out = cli(*args)
+        assert rc == 2 and set(out) == {"error"}, args
+    assert cli("users", "show", "bo")[1] == before
+    assert cli("keys", "list", "bo")[1]["keys"] == []
+    assert cli("users", "create", "cy", "--balance", "-5")[0] == 2
+    assert cli("users", "show", "cy")[0] == 1
+
+    rc, user = cli("users", "debit", "bo", "2.5", "--reason", "chargeback #41")
+    assert rc == 0 and user["balance"] == "7.5"
+    rc, out = cli("users", "debit", "bo", "7.500001", "--reason", "too much")
+    assert rc == 1 and "does not cover" in out["error"]
+    assert DynamoDBStore(prefix).get_user("bo").balance == 7_500_000
+    usage = cli("usage", "bo")[1]
+    assert usage["total"] == 1 and usage["sum"]["cost"] == "2.5"
+    [rec] = usage["records"]
+    assert (rec["route"], rec["key_id"], rec["model"], rec["cost"]) == ("debit", "operator", "chargeback #41", "2.5")
 
 
 def test_models_delete_on_dynamodb(cli, prefix):

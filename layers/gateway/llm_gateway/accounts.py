@@ -202,6 +202,10 @@ def debit(store: Store, user_id: str, micros: int, reason: str) -> User:
     check_remark(reason, "reason")
     admitted = store.admit(user_id, None, [], micros, time.time())
     if not admitted.ok:
+        if store.get_user(user_id) is None:
+            from .store.base import NotFound
+
+            raise NotFound(f"no user {user_id}")  # not "does not cover": there is nothing to cover
         raise InsufficientBalance(f"The balance of '{user_id}' does not cover a debit of this amount.", "amount")
     now = time.time()
     store.settle(UsageRecord(

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from typing import Any, NoReturn
 
 from . import accounts
@@ -208,7 +206,22 @@ def cmd_users_topup(args: argparse.Namespace) -> int:
     amount = _money(args.amount, "amount")
     store = _store()
     _get_user(store, args.user_id)
-    _emit(user_view(store.add_balance(args.user_id, amount), _currency()))
+    _emit(user_view(accounts.top_up(store, args.user_id, amount), _currency()))
+    return 0
+
+
+def cmd_users_debit(args: argparse.Namespace) -> int:
+    """Take money on purpose: never below zero, recorded in the usage history with its reason."""
+    from .views import user_view
+
+    amount = _money(args.amount, "amount")
+    store = _store()
+    _get_user(store, args.user_id)
+    try:
+        user = accounts.debit(store, args.user_id, amount, args.reason)
+    except accounts.InsufficientBalance as exc:
+        return _fail(str(exc))
+    _emit(user_view(user, _currency()))
     return 0
 
 
@@ -217,10 +230,7 @@ def cmd_users_set_tier(args: argparse.Namespace) -> int:
 
     store = _store()
     _get_user(store, args.user_id)
-    fields: dict[str, Any] = {"tier": accounts.check_tier(args.tier)}
-    if args.membership_days is not None:
-        fields["membership_expire_at"] = time.time() + args.membership_days * accounts.DAY
-    _emit(user_view(store.update_user(args.user_id, **fields), _currency()))
+    _emit(user_view(accounts.set_membership(store, args.user_id, args.tier, args.membership_days), _currency()))
     return 0
 
 
@@ -257,7 +267,7 @@ def cmd_keys_disable(args: argparse.Namespace) -> int:
     from .views import key_view
 
     try:
-        key = _store().update_key(args.key_id, is_disabled=True)
+        key = accounts.update_key(_store(), args.key_id, is_disabled=True)
     except NotFound:
         return _fail(f"no key '{args.key_id}'")
     _emit(key_view(key))
@@ -376,14 +386,13 @@ def cmd_models_delete(args: argparse.Namespace) -> int:
 
 def cmd_tiers_set(args: argparse.Namespace) -> int:
     from fractions import Fraction
+
     from .catalog import Catalog, default_catalog
 
     fields: dict[str, Any] = {}
     accounts.check_tier(args.tier)
     if args.rpm is not None:
-        if args.rpm < 1:
-            raise UsageError("--rpm must be at least 1")
-        fields["rpm"] = args.rpm
+        fields["rpm"] = accounts.check_rpm(args.rpm, "--rpm")
     if args.multiplier is not None:
         try:
             m = Fraction(args.multiplier)
@@ -444,9 +453,14 @@ def build_parser() -> argparse.ArgumentParser:
     ut.add_argument("user_id")
     ut.add_argument("amount")
     ut.set_defaults(func=cmd_users_topup)
+    ud = u.add_parser("debit", help="take money from a user, recorded in the usage history")
+    ud.add_argument("user_id")
+    ud.add_argument("amount")
+    ud.add_argument("--reason", required=True, help="why: shown as the record's model in `usage`")
+    ud.set_defaults(func=cmd_users_debit)
     uset = u.add_parser("set-tier")
     uset.add_argument("user_id")
-    uset.add_argument("tier", choices=["regular", "vip", "premium"])
+    uset.add_argument("tier", choices=TIERS)
     uset.add_argument("--membership-days", type=float)
     uset.set_defaults(func=cmd_users_set_tier)
 
