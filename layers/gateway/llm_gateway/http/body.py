@@ -133,13 +133,6 @@ def field(body: dict[str, Any], name: str, kind: Any, *, required: bool = False,
     return value
 
 
-def positive_int(body: dict[str, Any], name: str) -> int | None:
-    value = field(body, name, int)
-    if value is not None and value < 1:
-        raise invalid(f"Invalid value for '{name}': expected an integer of at least 1.", name)
-    return value
-
-
 def loose_bool(body: dict[str, Any], name: str, default: bool = False) -> bool:
     """A boolean that form bodies send as text ("true", "1", "false", "0")."""
     value = body.get(name)
