@@ -16,11 +16,20 @@ import wins.
 
 Both raise httpx's exceptions (`httpx.TransportError`) for a failure to connect, send or read, so a
 provider handles one set of errors whichever pool it has.
+
+A pooled connection can have been closed by the upstream just as a request is sent on it (a server
+dropping a keep-alive connection after an error, or an idle one). Both pools then send the request
+once more, on a new connection that is used for nothing else, as Go's net/http and browsers do: only
+when the connection was a reused one and nothing of an answer had arrived, never for a timeout, and
+at most once. Nothing of this runs on a request that succeeds: the pools only note, where a new
+connection is opened, that the running task opened one (`_opened`), and read that after a failure.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
@@ -30,6 +39,12 @@ import httpx
 MAX_CONNECTIONS = 1000
 MAX_IDLE_CONNECTIONS = 100
 IDLE_SECONDS = 60.0
+
+# Set in the task that opens a new upstream connection, never where a pooled one is reused; read
+# only after a failure. Unset there means the failed request ran on a reused connection. Each call
+# the gateway serves runs in a task of its own; a task that made an earlier call which opened a
+# connection has it set for good, which can only withhold a retry, never cause one.
+_opened: ContextVar[bool] = ContextVar("llm_gateway_opened_upstream_connection", default=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,19 +93,51 @@ class HttpxPool:
     none of httpx.AsyncClient's per-request work (cookies, auth flows, redirects, header merging)."""
 
     def __init__(self, timeout: float) -> None:
-        self._transport = httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_IDLE_CONNECTIONS,
-                                keepalive_expiry=IDLE_SECONDS),
-            trust_env=False,
-            retries=0,
+        import httpcore
+
+        self._ssl = httpx.create_ssl_context(trust_env=False)
+        self._transport = httpx.AsyncHTTPTransport(verify=self._ssl, trust_env=False, retries=0)
+        # httpx's transport, over an httpcore pool whose network backend notes each connection it
+        # opens (httpx has no argument for the backend, so its pool is replaced before any use).
+        self._transport._pool = httpcore.AsyncConnectionPool(
+            ssl_context=self._ssl,
+            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_IDLE_CONNECTIONS,
+            keepalive_expiry=IDLE_SECONDS, retries=0,
+            network_backend=_noting_backend(httpcore)(httpcore.AnyIOBackend()),
         )
+        self._fresh: httpx.AsyncHTTPTransport | None = None  # for resending: no connection is kept
         self._timeouts = {"connect": timeout, "read": None, "write": timeout, "pool": timeout}
         self._url = _URLs(httpx.URL)
 
     async def open(self, url: str, headers: dict[str, str], content: bytes) -> httpx.Response:
         request = httpx.Request("POST", self._url(url), headers=headers, content=content,
                                 extensions={"timeout": self._timeouts})
-        return await self._transport.handle_async_request(request)
+        try:
+            return await self._transport.handle_async_request(request)
+        except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
+            if not self._dropped(exc):
+                raise
+        if self._fresh is None:
+            self._fresh = httpx.AsyncHTTPTransport(
+                verify=self._ssl, trust_env=False, retries=0,
+                limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=0),
+            )
+        return await self._fresh.handle_async_request(request)
+
+    @staticmethod
+    def _dropped(exc: httpx.TransportError) -> bool:
+        """Whether a reused connection was closed under the request before any answer arrived.
+
+        httpcore says "Server disconnected without sending a response." for an end of stream before
+        an answer's head, and a ReadError for a reset (a request sent onto a socket the upstream had
+        already closed). Its message does not tell whether part of an answer's head had arrived;
+        an upstream that starts an answer does not usually stop inside its status line and headers.
+        """
+        if _opened.get():
+            return False
+        if isinstance(exc, httpx.RemoteProtocolError):
+            return "without sending a response" in str(exc)
+        return isinstance(exc, httpx.ReadError)
 
     async def post(self, url: str, headers: dict[str, str], content: bytes) -> Answer:
         response = await self.open(url, headers, content)
@@ -102,6 +149,9 @@ class HttpxPool:
 
     async def aclose(self) -> None:
         await self._transport.aclose()
+        if self._fresh is not None:
+            fresh, self._fresh = self._fresh, None
+            await fresh.aclose()
 
 
 class AiohttpPool:
@@ -115,30 +165,51 @@ class AiohttpPool:
         self._connect_timeout = timeout
         self._session: Any = None
         self._transport: Any = None
+        self._fresh_session: Any = None  # for resending: a connection of its own for each request
+        self._fresh_transport: Any = None
         self._url = _URLs(yarl.URL)
         self._httpx_url = _URLs(httpx.URL)
 
     def _started(self) -> Any:
         """The session, made on first use: aiohttp binds it to the running event loop."""
         if self._session is None:
-            from httpx_aiohttp import AiohttpTransport
-
-            aiohttp = self._aiohttp
-            # The same certificate authorities as httpx (certifi's), whichever pool serves. No total
-            # time limit: the provider bounds the wait for an answer; a stream has none.
-            connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=IDLE_SECONDS,
-                                             ssl=httpx.create_ssl_context(trust_env=False))
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None, connect=self._connect_timeout),
-            )
-            self._transport = AiohttpTransport(client=self._session)
+            self._session, self._transport = self._new_session(_noting_connector(self._aiohttp),
+                                                               keepalive_timeout=IDLE_SECONDS)
         return self._session
+
+    def _fresh(self) -> tuple[Any, Any]:
+        """The session and stream transport that resend a request: no connection is ever kept."""
+        if self._fresh_session is None:
+            self._fresh_session, self._fresh_transport = self._new_session(self._aiohttp.TCPConnector,
+                                                                           force_close=True)
+        return self._fresh_session, self._fresh_transport
+
+    def _new_session(self, connector_class: Any, **connector_args: Any) -> tuple[Any, Any]:
+        from httpx_aiohttp import AiohttpTransport
+
+        aiohttp = self._aiohttp
+        # The same certificate authorities as httpx (certifi's), whichever pool serves. No total
+        # time limit: the provider bounds the wait for an answer; a stream has none.
+        connector = connector_class(limit=MAX_CONNECTIONS, ssl=httpx.create_ssl_context(trust_env=False),
+                                    **connector_args)
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, connect=self._connect_timeout),
+        )
+        return session, AiohttpTransport(client=session)
 
     async def post(self, url: str, headers: dict[str, str], content: bytes) -> Answer:
         session = self._started()
         try:
-            async with session.post(self._url(url), headers=headers, data=content, allow_redirects=False) as response:
+            try:
+                response = await session.post(self._url(url), headers=headers, data=content, allow_redirects=False)
+            except self._aiohttp.ClientError as exc:
+                if not self._dropped(exc):
+                    raise
+                response = await self._fresh()[0].post(self._url(url), headers=headers, data=content,
+                                                       allow_redirects=False)
+            # From here on part of the answer has arrived: a failure is never resent.
+            async with response:
                 return Answer(response.status, response.headers, await response.read())
         except self._aiohttp.ClientError as exc:
             raise self._as_httpx(exc) from exc
@@ -150,20 +221,98 @@ class AiohttpPool:
         })
         try:
             return await self._transport.handle_async_request(request)
-        except self._aiohttp.ClientError as exc:  # what httpx-aiohttp leaves unmapped
-            raise self._as_httpx(exc) from exc
+        except (httpx.TransportError, self._aiohttp.ClientError) as exc:
+            # httpx-aiohttp turns most of aiohttp's errors into httpx ones (every connection error
+            # into a ConnectTimeout), keeping aiohttp's as the cause; the rest it leaves as they are.
+            cause = exc if isinstance(exc, self._aiohttp.ClientError) else exc.__cause__
+            if not isinstance(cause, self._aiohttp.ClientError):
+                raise
+            if not self._dropped(cause):
+                raise self._as_httpx(cause) from cause
+        try:
+            return await self._fresh()[1].handle_async_request(request)
+        except (httpx.TransportError, self._aiohttp.ClientError) as exc:
+            cause = exc if isinstance(exc, self._aiohttp.ClientError) else exc.__cause__
+            if not isinstance(cause, self._aiohttp.ClientError):
+                raise
+            raise self._as_httpx(cause) from cause
+
+    def _dropped(self, exc: Exception) -> bool:
+        """Whether a reused connection was closed under the request before any answer arrived.
+
+        aiohttp reports an end of stream as ServerDisconnectedError, whose message is the part of an
+        answer's head received, if any; a reset as ClientOSError (or ClientConnectionResetError when
+        the socket was already closing as the request was written). A failure to connect, or a
+        timeout, is neither.
+        """
+        aiohttp = self._aiohttp
+        if _opened.get():
+            return False
+        if isinstance(exc, aiohttp.ServerDisconnectedError):
+            return isinstance(exc.message, str)  # otherwise the answer's head had begun
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return False
+        if isinstance(exc, aiohttp.ClientOSError):
+            return exc.errno != errno.ETIMEDOUT
+        return isinstance(exc, aiohttp.ClientConnectionResetError)
 
     def _as_httpx(self, exc: Exception) -> httpx.TransportError:
         aiohttp = self._aiohttp
         if isinstance(exc, aiohttp.ClientConnectorError):
             return httpx.ConnectError(str(exc))
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return httpx.ConnectTimeout(str(exc))
         if isinstance(exc, aiohttp.ServerTimeoutError):
             return httpx.ReadTimeout(str(exc))
+        if isinstance(exc, aiohttp.ClientConnectionResetError):  # written onto a closing connection
+            return httpx.WriteError(str(exc))
         if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientOSError)):
             return httpx.ReadError(str(exc))
-        return httpx.RemoteProtocolError(str(exc))  # e.g. an answer that is not HTTP
+        return httpx.RemoteProtocolError(str(exc))  # e.g. an answer that is not HTTP, or none at all
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        for name in ("_session", "_fresh_session"):
+            session = getattr(self, name)
+            if session is not None:
+                setattr(self, name, None)
+                await session.close()
+
+
+_classes: dict[str, Any] = {}
+
+
+def _noting_connector(aiohttp: Any) -> Any:
+    """aiohttp's TCPConnector, noting in `_opened` each connection it opens (a new one, not a
+    reused one: `_create_connection` is the hook aiohttp's own connectors implement)."""
+    cls = _classes.get("connector")
+    if cls is None:
+        class NotingConnector(aiohttp.TCPConnector):
+            async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
+                _opened.set(True)
+                return await super()._create_connection(req, traces, timeout)
+
+        cls = _classes["connector"] = NotingConnector
+    return cls
+
+
+def _noting_backend(httpcore: Any) -> Any:
+    """An httpcore network backend that notes in `_opened` each connection it opens."""
+    cls = _classes.get("backend")
+    if cls is None:
+        class NotingBackend(httpcore.AsyncNetworkBackend):
+            def __init__(self, backend: Any) -> None:
+                self._backend = backend
+
+            async def connect_tcp(self, *args: Any, **kwargs: Any) -> Any:
+                _opened.set(True)
+                return await self._backend.connect_tcp(*args, **kwargs)
+
+            async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> Any:
+                _opened.set(True)
+                return await self._backend.connect_unix_socket(*args, **kwargs)
+
+            async def sleep(self, seconds: float) -> None:
+                await self._backend.sleep(seconds)
+
+        cls = _classes["backend"] = NotingBackend
+    return cls
