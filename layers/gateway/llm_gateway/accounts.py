@@ -82,8 +82,10 @@ def check_membership_days(days: float | None, param: str = "membership_days") ->
         return None
     if isinstance(days, bool) or not isinstance(days, (int, float)) or not math.isfinite(days):
         raise AccountError(f"Invalid type for '{param}': expected a number of days.", param)
-    if not 0 <= days <= MAX_MEMBERSHIP_DAYS:
-        raise AccountError(f"Invalid value for '{param}': expected 0 to {MAX_MEMBERSHIP_DAYS} days.", param)
+    if not -MAX_MEMBERSHIP_DAYS <= days <= MAX_MEMBERSHIP_DAYS:  # negative: a membership that has lapsed
+        raise AccountError(
+            f"Invalid value for '{param}': expected -{MAX_MEMBERSHIP_DAYS} to {MAX_MEMBERSHIP_DAYS} days.", param
+        )
     return float(days)
 
 
