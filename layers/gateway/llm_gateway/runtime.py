@@ -6,7 +6,12 @@ requests pay for no client or connection set-up.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Callable, TypeVar
 
 from .admission.gate import Gate
 from .admission.keys import KeyResolver
@@ -14,6 +19,51 @@ from .catalog import CatalogSource
 from .config import Settings, get_settings
 from .providers import Providers
 from .store import Store, open_store
+
+
+T = TypeVar("T")
+
+
+class Blocking:
+    """Runs the store's blocking calls off the event loop, on a pool of this process's threads.
+
+    Under `serve` one worker carries thousands of streams on one loop: a store call made on the loop
+    (a SQLite lock wait, a DynamoDB round trip, a settlement's retry sleep) would stall every one of
+    them. A Lambda container serves one request at a time, so there the calls run inline and save the
+    thread hop (`threads=0`).
+    """
+
+    def __init__(self, threads: int) -> None:
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="store") if threads > 0 else None
+
+    async def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        if self._pool is None:
+            return fn(*args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, partial(fn, *args, **kwargs))
+
+    async def finish(self, fn: Callable[..., T], /, *args: Any, undo: Callable[[T], Any] | None = None,
+                     **kwargs: Any) -> T:
+        """As a call, but one that completes even when the awaiting task is cancelled (a client that
+        left mid-stream must still be charged): the work runs to its end; only the wait is given up.
+        `undo`, if given, then runs on the work's result in its thread (a reservation nobody will
+        settle is released)."""
+        if self._pool is None:
+            return fn(*args, **kwargs)
+        work: Future[T] = self._pool.submit(fn, *args, **kwargs)
+        try:
+            return await asyncio.shield(asyncio.wrap_future(work))
+        except asyncio.CancelledError:
+            if undo is not None:
+                work.add_done_callback(lambda done: done.exception() is None and undo(done.result()))
+            raise
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def default_store_threads() -> int:
+    return 0 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") else 16
 
 
 @dataclass
@@ -24,6 +74,7 @@ class Runtime:
     keys: KeyResolver
     gate: Gate
     providers: Providers
+    blocking: Blocking = field(default_factory=lambda: Blocking(default_store_threads()))
 
     @classmethod
     def build(cls, settings: Settings | None = None, store: Store | None = None) -> "Runtime":

@@ -73,11 +73,20 @@ class KeyResolver:
         self._cache: dict[str, tuple[float, Key, User]] = {}
         self._lock = threading.Lock()
 
+    def cached(self, presented: str | None) -> Caller | None:
+        """The caller from this process's cache alone (None: `resolve` must read the store)."""
+        if not presented:
+            return None
+        hit = self._cache.get(hash_key(presented))
+        if hit is None or time.monotonic() - hit[0] >= self._ttl:
+            return None
+        return self._caller(hit[1], hit[2])
+
     def resolve(self, presented: str | None) -> Caller:
+        """The caller, read from the store when the cache has no fresh entry (a blocking call)."""
         if not presented:
             raise GatewayError("invalid_api_key", "Missing API key: send it as 'Authorization: Bearer sk-...'.")
         digest = hash_key(presented)
-        now = time.time()
         hit = self._cache.get(digest)
         if hit is not None and time.monotonic() - hit[0] < self._ttl:
             key, user = hit[1], hit[2]
@@ -92,6 +101,11 @@ class KeyResolver:
                 if len(self._cache) > 50_000:
                     self._cache.clear()
                 self._cache[digest] = (time.monotonic(), key, user)
+        return self._caller(key, user)
+
+    @staticmethod
+    def _caller(key: Key, user: User) -> Caller:
+        now = time.time()
         if key.is_disabled:
             raise GatewayError("invalid_api_key", "This API key is disabled.")
         if key.expired_at is not None and key.expired_at <= now:

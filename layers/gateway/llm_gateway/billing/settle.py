@@ -16,11 +16,19 @@ _ATTEMPTS = 3
 
 
 def settle(store: Store, ticket: Ticket, usage: Usage | None, status: str = "ok") -> UsageRecord | None:
-    """Charge `usage` (None: nothing was produced) against the ticket's reservation.
+    """Charge `usage` (None: nothing was produced) against the ticket's reservation: `charge`, then
+    `write` (a blocking call: run it off the event loop).
 
     Safe to call more than once: the first call settles, later ones do nothing, both in this process
     (the ticket's flag) and in the store (the request id is the usage record's unique key).
     """
+    record = charge(ticket, usage, status)
+    return write(store, record) if record is not None else None
+
+
+def charge(ticket: Ticket, usage: Usage | None, status: str = "ok") -> UsageRecord | None:
+    """The usage record that settles `ticket` (None if it is settled already). Marks it settled, so
+    the caller decides exactly once, before any blocking write, which outcome is charged."""
     if ticket.settled:
         return None
     ticket.settled = True
@@ -28,7 +36,7 @@ def settle(store: Store, ticket: Ticket, usage: Usage | None, status: str = "ok"
     cost = 0 if not (usage.total_input or usage.output_tokens) and status != "ok" else cost_micros(
         ticket.spec.prices, usage, ticket.multiplier
     )
-    record = UsageRecord(
+    return UsageRecord(
         request_id=ticket.request_id,
         user_id=ticket.caller.user_id,
         key_id=ticket.caller.key.key_id,
@@ -44,6 +52,11 @@ def settle(store: Store, ticket: Ticket, usage: Usage | None, status: str = "ok"
         latency_ms=int((time.monotonic() - ticket.started) * 1000),
         status=status,
     )
+
+
+def write(store: Store, record: UsageRecord) -> UsageRecord:
+    """Write a settlement, retried: the record's request id makes a repeat harmless. Blocking (its
+    retries sleep), so async callers run it on a thread."""
     for attempt in range(_ATTEMPTS):
         try:
             store.settle(record)  # idempotent per request id, so a retry after a lost reply is safe

@@ -136,6 +136,10 @@ class CatalogSource:
         """Re-read overrides on the next `current()` (after this process changed them itself)."""
         self._checked = -1e18
 
+    def stale(self) -> bool:
+        """Whether the next `current()` would read the store (run `current` off the loop then)."""
+        return self._catalog is None or time.monotonic() - self._checked >= self._ttl
+
     def current(self) -> Catalog:
         now = time.monotonic()
         if self._catalog is not None and now - self._checked < self._ttl:

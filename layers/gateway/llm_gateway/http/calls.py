@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Any, AsyncIterator, Protocol
 
 from starlette.requests import Request
@@ -17,12 +18,14 @@ from starlette.responses import Response
 
 from .. import tokens
 from ..admission.keys import Caller
-from ..billing.settle import settle
+from ..admission.gate import Ticket
+from ..billing.settle import charge, settle, write
 from ..billing.usage import Usage
 from ..catalog import ModelSpec
 from ..errors import GatewayError
 from ..providers.base import Event, EventStream
 from ..runtime import Runtime
+from ..store.base import UsageRecord
 from .responses import JSON, EventStreamResponse
 
 
@@ -48,6 +51,15 @@ class Plan(Protocol):
         """The client's response body, the upstream's usage (None: not reported) and the output text."""
 
     def translator(self) -> StreamTranslator: ...
+
+
+async def settle_off_loop(rt: Runtime, ticket: Ticket, usage: Usage | None, status: str) -> UsageRecord | None:
+    """Settle `ticket` exactly once: the outcome is fixed now, on the loop; the store write runs on a
+    thread and completes even if this request is cancelled meanwhile."""
+    record = charge(ticket, usage, status)
+    if record is None:
+        return None
+    return await rt.blocking.finish(write, rt.store, record)
 
 
 def _fallback_usage(ticket_input: int, reported: Usage | None, texts: list[str], encoding: str) -> Usage:
@@ -78,9 +90,11 @@ async def serve_call(
     info["model"] = spec.name
     provider = rt.providers.get(spec.provider)
     provider.require_configured()
-    ticket = rt.gate.admit(
-        caller, spec, input_tokens=input_tokens, max_output_tokens=max_output_tokens,
-        request_id=state["request_id"], route=route,
+    # Admission reserves money: if this request is cancelled while the store works, the reservation
+    # is released as soon as it exists, in the store's thread.
+    ticket = await rt.blocking.finish(
+        rt.gate.admit, caller, spec, input_tokens=input_tokens, max_output_tokens=max_output_tokens,
+        request_id=state["request_id"], route=route, undo=partial(settle, rt.store, usage=None, status="error"),
     )
     started = time.perf_counter()
     try:
@@ -89,7 +103,7 @@ async def serve_call(
         else:
             events = await provider.stream(plan.path, plan.body, model=spec.upstream_model, headers=plan.headers)
     except BaseException as exc:
-        settle(rt.store, ticket, None, status="error")
+        await settle_off_loop(rt, ticket, None, "error")
         info["status_detail"] = getattr(exc, "kind", type(exc).__name__)
         raise
     finally:
@@ -99,11 +113,11 @@ async def serve_call(
         try:
             body, usage, text = plan.reply(data)
         except GatewayError:
-            settle(rt.store, ticket, None, status="error")
+            await settle_off_loop(rt, ticket, None, "error")
             raise
         if usage is None:
             usage = _fallback_usage(input_tokens, None, [text], spec.encoding)
-        record = settle(rt.store, ticket, usage)
+        record = await settle_off_loop(rt, ticket, usage, "ok")
         if record is not None:
             info["cost"] = record.cost
         return JSON(body)
@@ -124,12 +138,14 @@ async def _pump(
     encoding: str,
     info: dict[str, Any],
 ) -> AsyncIterator[bytes]:
-    def settle_as(status: str) -> None:
+    async def settle_as(status: str) -> None:
+        if ticket.settled:
+            return
         reported = translator.usage
         usage = reported if status == "ok" and reported is not None else _fallback_usage(
             input_tokens, reported, translator.texts, encoding
         )
-        record = settle(rt.store, ticket, usage, status=status)
+        record = await settle_off_loop(rt, ticket, usage, status)
         if record is not None:
             info["cost"] = record.cost
             info["stream_status"] = status
@@ -143,17 +159,18 @@ async def _pump(
             # Settled before the closing events go out, so a client that has read the end of the
             # stream already sees its balance charged.
             info["status_detail"] = err.kind
-            settle_as("upstream_error")
+            await settle_as("upstream_error")
             tail = translator.fail(err)
         else:
-            settle_as("ok")
+            await settle_as("ok")
             tail = translator.finish()
         for chunk in tail:
             yield chunk
     finally:
         # A client that left mid-stream: settle for what was produced. This runs under
-        # cancellation, so it happens before anything that awaits.
-        settle_as("client_closed")
+        # cancellation: the charge is decided here, before the first await, and its write completes
+        # in the store's thread even if the wait for it is cut short.
+        await settle_as("client_closed")
         try:
             await asyncio.shield(events.aclose())
         except BaseException:  # noqa: BLE001 - closing a dead upstream must not mask the outcome

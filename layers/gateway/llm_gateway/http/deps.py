@@ -14,23 +14,24 @@ async def runtime(request: Request) -> Runtime:
 
 async def caller(request: Request) -> Caller:
     """401 unless the request carries a live key; records the key id for the log line."""
-    rt: Runtime = request.app.state.runtime
     headers = request.headers
-    found = rt.keys.resolve(key_from_headers(headers.get("authorization"), headers.get("x-api-key")))
-    info = request.scope["state"]["log"]
-    info["key_id"] = found.key.key_id
-    info["user_id"] = found.user_id
-    return found
+    return await _resolve(request, key_from_headers(headers.get("authorization"), headers.get("x-api-key")))
 
 
 async def caller_or_query_key(request: Request) -> Caller:
     """As `caller`, also accepting `?key=sk-...` (the search routes)."""
     headers = request.headers
     presented = key_from_headers(headers.get("authorization"), headers.get("x-api-key"))
-    if not presented:
-        presented = request.query_params.get("key")
+    return await _resolve(request, presented or request.query_params.get("key"))
+
+
+async def _resolve(request: Request, presented: str | None) -> Caller:
+    """The caller, from the process's cache or else read from the store off the event loop; the
+    catalog is brought up to date here too, so the request's own reads of it never wait on the store."""
     rt: Runtime = request.app.state.runtime
-    found = rt.keys.resolve(presented)
+    found = rt.keys.cached(presented) or await rt.blocking(rt.keys.resolve, presented)
+    if rt.catalogs.stale():
+        await rt.blocking(rt.catalogs.current)
     info = request.scope["state"]["log"]
     info["key_id"] = found.key.key_id
     info["user_id"] = found.user_id

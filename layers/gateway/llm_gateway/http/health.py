@@ -14,5 +14,5 @@ router = APIRouter()
 
 @router.get("/healthz")
 async def healthz(rt: Runtime = Depends(runtime)) -> Response:
-    rt.catalogs.current()
+    await rt.blocking(rt.catalogs.current)
     return JSON({"status": "ok"})

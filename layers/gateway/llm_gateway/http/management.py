@@ -47,10 +47,10 @@ async def create_api_token(
     request: Request, who: Caller = Depends(admin_caller), rt: Runtime = Depends(runtime)
 ) -> Response:
     changes = key_changes(await parse_body(request, rt.settings.max_body_bytes), update=False)
-    _limit(rt, who, "writes", WRITES_PER_SECOND)
+    await _limit(rt, who, "writes", WRITES_PER_SECOND)
     cap = rt.settings.max_keys_per_user
     try:
-        key, full = accounts.issue_key(rt.store, who.user_id, max_keys=cap, **changes)
+        key, full = await rt.blocking(accounts.issue_key, rt.store, who.user_id, max_keys=cap, **changes)
     except KeyCapReached:
         raise invalid(f"This user already holds the maximum of {cap} API keys: delete one first.") from None
     return platform_ok(key_view(key, full))
@@ -63,11 +63,11 @@ async def update_api_token(
     body = await parse_body(request, rt.settings.max_body_bytes)
     changes = key_changes(body, update=True)
     reference = key_reference(body)
-    _limit(rt, who, "writes", WRITES_PER_SECOND)
-    key = _own_key(rt, who, reference)
+    await _limit(rt, who, "writes", WRITES_PER_SECOND)
+    key = await _own_key(rt, who, reference)
     if changes:
         try:
-            key = accounts.update_key(rt.store, key.key_id, **changes)
+            key = await rt.blocking(accounts.update_key, rt.store, key.key_id, **changes)
         except NotFound:  # deleted meanwhile
             raise _not_found(accounts.KeyNotFound("key_id")) from None
     rt.keys.forget(key.key_hash)  # immediate in this process; other processes within the cache TTL
@@ -76,8 +76,8 @@ async def update_api_token(
 
 @router.post(f"{ADMIN}/get-api-tokens")
 async def get_api_tokens(who: Caller = Depends(admin_caller), rt: Runtime = Depends(runtime)) -> Response:
-    _limit(rt, who, "lists", LISTS_PER_SECOND)
-    return platform_ok([key_view(k) for k in rt.store.list_keys(who.user_id)])
+    await _limit(rt, who, "lists", LISTS_PER_SECOND)
+    return platform_ok([key_view(k) for k in await rt.blocking(rt.store.list_keys, who.user_id)])
 
 
 @router.post(f"{ADMIN}/del-api-token")
@@ -86,10 +86,10 @@ async def delete_api_token(
     request: Request, who: Caller = Depends(admin_caller), rt: Runtime = Depends(runtime)
 ) -> Response:
     reference = key_reference(only_fields(await parse_body(request, rt.settings.max_body_bytes), DELETE_FIELDS))
-    _limit(rt, who, "writes", WRITES_PER_SECOND)
-    key = _own_key(rt, who, reference)
+    await _limit(rt, who, "writes", WRITES_PER_SECOND)
+    key = await _own_key(rt, who, reference)
     try:
-        rt.store.delete_key(key.key_id)
+        await rt.blocking(rt.store.delete_key, key.key_id)
     except NotFound:  # deleted meanwhile
         raise _not_found(accounts.KeyNotFound("key_id")) from None
     rt.keys.forget(key.key_hash)
@@ -100,12 +100,12 @@ async def delete_api_token(
 async def get_membership_expire_date(
     who: Caller = Depends(admin_caller), rt: Runtime = Depends(runtime)
 ) -> Response:
-    return platform_ok(membership_view(_fresh_user(rt, who)))
+    return platform_ok(membership_view(await _fresh_user(rt, who)))
 
 
 @router.post(f"{ADMIN}/balance")
 async def balance(who: Caller = Depends(admin_caller), rt: Runtime = Depends(runtime)) -> Response:
-    return platform_ok(balance_view(_fresh_user(rt, who), rt.settings.currency))
+    return platform_ok(balance_view(await _fresh_user(rt, who), rt.settings.currency))
 
 
 @router.get("/api/v1/user/usage")
@@ -119,8 +119,8 @@ async def usage(request: Request, who: Caller = Depends(caller), rt: Runtime = D
     page = 1 if cursor else loose_int(query, "page", minimum=1, maximum=1_000_000) or 1
     size = loose_int(query, "pageSize", minimum=1, maximum=MAX_PAGE_SIZE) or 20
     try:
-        found = rt.store.list_usage(
-            who.user_id, since=since, until=until, model=model, offset=(page - 1) * size, limit=size, cursor=cursor
+        found = await rt.blocking(
+            rt.store.list_usage, who.user_id, since=since, until=until, model=model, offset=(page - 1) * size, limit=size, cursor=cursor
         )
     except ValueError:  # garbled, or made for other filters (or another user)
         raise invalid("Invalid value for 'cursor': pass the next_cursor of an answer with the same filters.",
@@ -202,13 +202,13 @@ def key_changes(body: dict[str, Any], *, update: bool) -> dict[str, Any]:
 
 # --- helpers --------------------------------------------------------------------------------------
 
-def _limit(rt: Runtime, who: Caller, bucket: str, per_second: int) -> None:
-    rt.gate.hit(who, f"mgmt-{bucket}:{who.user_id}", per_second, 1.0)
+async def _limit(rt: Runtime, who: Caller, bucket: str, per_second: int) -> None:
+    await rt.blocking(rt.gate.hit, who, f"mgmt-{bucket}:{who.user_id}", per_second, 1.0)
 
 
-def _own_key(rt: Runtime, who: Caller, reference: dict[str, str | None]) -> Key:
+async def _own_key(rt: Runtime, who: Caller, reference: dict[str, str | None]) -> Key:
     try:
-        return accounts.own_key(rt.store, who.user_id, **reference)
+        return await rt.blocking(accounts.own_key, rt.store, who.user_id, **reference)
     except accounts.KeyNotFound as exc:
         raise _not_found(exc) from None
 
@@ -217,9 +217,9 @@ def _not_found(exc: accounts.KeyNotFound) -> GatewayError:
     return GatewayError("not_found", str(exc), param=exc.param)
 
 
-def _fresh_user(rt: Runtime, who: Caller) -> User:
+async def _fresh_user(rt: Runtime, who: Caller) -> User:
     """The user as stored now, not as cached with the key: these routes promise the store's figures."""
-    user = rt.store.get_user(who.user_id)
+    user = await rt.blocking(rt.store.get_user, who.user_id)
     if user is None:  # removed since the key was resolved
         raise GatewayError("invalid_api_key", "Invalid API key.")
     return user

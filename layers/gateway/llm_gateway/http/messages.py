@@ -86,11 +86,11 @@ async def count_tokens(request: Request, who: Caller = Depends(caller), rt: Runt
     spec = rt.gate.model_for(who, model)
     body = _for_model(spec, body)
     if spec.family != "anthropic":
-        rt.gate.hit_model(who, spec)
+        await rt.blocking(rt.gate.hit_model, who, spec)
         return JSON({"input_tokens": _input_tokens(spec, body)})
     provider = rt.providers.get(spec.provider)
     provider.require_configured()
-    rt.gate.hit_model(who, spec)
+    await rt.blocking(rt.gate.hit_model, who, spec)
     upstream = {k: v for k, v in body.items() if k not in _NOT_COUNTED}
     upstream["model"] = spec.upstream_model
     data = await provider.send(
