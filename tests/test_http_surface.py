@@ -63,6 +63,19 @@ def test_cors_origins_setting_narrows_the_allowed_origins(gateway):
         assert bad.status_code == 400 and "access-control-allow-origin" not in bad.headers
 
 
+def _wait_for_lines(handler: "_Capture", request_id: str, done, within: float = 5.0) -> list[dict]:
+    """The parsed log lines of `request_id`, once `done(lines)` holds or `within` seconds have passed."""
+    import json
+    import time
+
+    deadline = time.monotonic() + within
+    while True:
+        lines = [json.loads(line) for line in list(handler.lines) if request_id in line]
+        if done(lines) or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
+
+
 class _Capture(logging.Handler):
     def __init__(self) -> None:
         super().__init__()
@@ -121,15 +134,15 @@ def test_unexpected_fault_answers_in_the_callers_family_and_logs_500(gateway, mo
     try:
         r = httpx.post(gateway.url + "/v1/messages", headers={"x-api-key": gateway.key()},
                        json={"model": "mock-claude", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]})
+        request_id = r.headers["x-request-id"]
+        # The middleware writes the request line after the response has gone out: wait for it.
+        lines = _wait_for_lines(handler, request_id, lambda lines: {"request", "unhandled error"} <= {
+            line["msg"] for line in lines})
     finally:
         logger.removeHandler(handler)
     assert r.status_code == 500
     body = r.json()
     assert body["type"] == "error" and body["error"]["type"] == "api_error"
-    request_id = r.headers["x-request-id"]
     assert request_id in body["error"]["message"] and "secret internals" not in r.text
-    import json
-
-    lines = [json.loads(line) for line in handler.lines if request_id in line]
     assert [line["status"] for line in lines if line["msg"] == "request"] == [500]
     assert any(line["msg"] == "unhandled error" for line in lines)
