@@ -71,8 +71,8 @@ def _openai_chunks(deltas: int) -> list[dict[str, Any]]:
 
 def in_process(rounds: int = 300, deltas: int = 200) -> dict[str, Any]:
     from llm_gateway.catalog import Catalog, default_catalog
-    from llm_gateway.http.passthrough import OpenAIPassthrough
-    from llm_gateway.http.translated import claude_chat_plan
+    from llm_gateway.relay.passthrough import OpenAIPassthrough
+    from llm_gateway.relay.translated import claude_chat_plan
 
     spec = Catalog(default_catalog()).get(CLAUDE_MODEL)
     body = {"model": CLAUDE_MODEL, "stream": True, "stream_options": {"include_usage": True},

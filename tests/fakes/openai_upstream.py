@@ -35,6 +35,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    raw: bytes = b""  # the body's exact bytes
 
 
 @dataclass
@@ -65,7 +66,7 @@ class FakeOpenAI:
         except ValueError:
             return self._error(400, "We could not parse the JSON body of your request."), {}, {}
         if self.record:
-            self.received.append(Received(request.url.path, dict(request.headers), body))
+            self.received.append(Received(request.url.path, dict(request.headers), body, raw))
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
             return self._error(401, "Incorrect API key provided: sk-abc***xyz.", "invalid_request_error"), body, {}
         if "model" not in body:

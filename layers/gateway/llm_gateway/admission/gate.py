@@ -2,43 +2,21 @@
 
 `Gate.admit` runs the steps in the contract's order — input limit, rate limit, funds — and the last
 two are one atomic store operation, so a request refused for funds does not use up a rate-limit slot.
-The `Ticket` it returns is what billing settles, exactly once.
+The `Ticket` (billing's reservation) it returns is what billing settles, exactly once.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
-from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 from ..billing.cost import estimate_micros
+from ..billing.reservation import Ticket
 from ..catalog import Catalog, CatalogSource, ModelSpec
 from ..errors import GatewayError
 from ..money import format_micros
 from ..store.base import Counter, Store
 from .keys import Caller, permits
-
-
-def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex
-
-
-@dataclass
-class Ticket:
-    """An admitted call: who, which model, what was reserved. Settled once by billing."""
-
-    request_id: str
-    caller: Caller
-    spec: ModelSpec
-    route: str
-    input_tokens: int
-    reserved: int
-    multiplier: Fraction
-    created_at: float = field(default_factory=time.time)
-    started: float = field(default_factory=time.monotonic)
-    settled: bool = False
 
 
 class Gate:
@@ -96,9 +74,11 @@ class Gate:
             )
         return Ticket(
             request_id=request_id,
-            caller=caller,
-            spec=spec,
+            user_id=caller.user_id,
+            key_id=caller.key.key_id,
+            model=spec.name,
             route=route,
+            prices=spec.prices,
             input_tokens=input_tokens,
             reserved=reserve,
             multiplier=multiplier,

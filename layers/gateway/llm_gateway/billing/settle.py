@@ -6,7 +6,7 @@ import logging
 import time
 
 from .. import logs
-from ..admission.gate import Ticket
+from .reservation import Ticket
 from ..store.base import Store, UsageRecord
 from .cost import cost_micros
 from .usage import Usage
@@ -34,13 +34,13 @@ def charge(ticket: Ticket, usage: Usage | None, status: str = "ok") -> UsageReco
     ticket.settled = True
     usage = usage or Usage()
     cost = 0 if not (usage.total_input or usage.output_tokens) and status != "ok" else cost_micros(
-        ticket.spec.prices, usage, ticket.multiplier
+        ticket.prices, usage, ticket.multiplier
     )
     return UsageRecord(
         request_id=ticket.request_id,
-        user_id=ticket.caller.user_id,
-        key_id=ticket.caller.key.key_id,
-        model=ticket.spec.name,
+        user_id=ticket.user_id,
+        key_id=ticket.key_id,
+        model=ticket.model,
         route=ticket.route,
         created_at=time.time(),
         input_tokens=usage.input_tokens,
@@ -49,7 +49,7 @@ def charge(ticket: Ticket, usage: Usage | None, status: str = "ok") -> UsageReco
         cache_write_tokens=usage.cache_write_tokens,
         cost=cost,
         reserved=ticket.reserved,
-        latency_ms=int((time.monotonic() - ticket.started) * 1000),
+        latency_ms=max(0, int((time.time() - ticket.created_at) * 1000)),
         status=status,
     )
 

@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 from ..money import to_micros
+from ..providers import default_wire
 from ..store.base import TIERS, Store
 
 PRICE_FIELDS = ("input", "output", "cache_read", "cache_write", "per_request")
@@ -52,11 +53,8 @@ class ModelSpec:
     rpm: dict[str, int] = field(default_factory=dict)
     serialize_messages: bool = False
     price_source: dict[str, str] = field(default_factory=dict)
+    wire: str = "openai"  # the upstream's API format: "openai" or "anthropic"
 
-    @property
-    def family(self) -> str:
-        """Which wire API the model speaks upstream: "anthropic" or "openai" (mock speaks openai)."""
-        return "anthropic" if self.provider == "anthropic" else "openai"
 
 
 @dataclass(frozen=True)
@@ -80,6 +78,7 @@ def _spec(name: str, raw: dict[str, Any]) -> ModelSpec:
         rpm={t: int(n) for t, n in (raw.get("rpm") or {}).items()},
         serialize_messages=bool(raw.get("serialize_messages", False)),
         price_source=raw.get("price_source") or {},
+        wire=raw.get("wire") or default_wire(raw.get("provider", "openai")),
     )
 
 

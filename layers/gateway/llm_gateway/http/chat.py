@@ -1,7 +1,7 @@
 """The chat family: `/v1/chat/completions`, `/v1/completions` and `/v1/claude/web/completion`.
 
 Every route here answers in OpenAI's shapes, whatever serves the model: an OpenAI-wire upstream is
-forwarded to, a Claude model is translated (`http.translated`), and a serialized model (`claude-2-web`)
+forwarded to, another wire is translated (`relay.plans`), and a serialized model (`claude-2-web`)
 first has its messages joined into one.
 """
 
@@ -17,14 +17,13 @@ from ..admission.gate import output_allowance
 from ..admission.keys import Caller
 from ..catalog import ModelSpec
 from ..errors import invalid
+from ..relay.calls import serve_call
+from ..relay.plans import plan_for
 from ..runtime import Runtime
 from ..translate.legacy import serialized_chat
 from .body import FormFields, field, loose_bool, loose_float, loose_int, parse_body
-from .calls import Plan, serve_call
 from .deps import caller, runtime
-from .passthrough import OpenAIPassthrough
 from .shapes import ChatRequest, CompletionsRequest, check
-from .translated import claude_chat_plan, completions_plan
 
 router = APIRouter()
 
@@ -32,13 +31,6 @@ router = APIRouter()
 def validate_chat(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]], bool]:
     check(ChatRequest, body)
     return body["model"], body["messages"], bool(body.get("stream"))
-
-
-def chat_plan(spec: ModelSpec, body: dict[str, Any], stream: bool) -> Plan:
-    """The plan that serves an OpenAI chat request with `spec`'s upstream."""
-    if spec.family == "anthropic":
-        return claude_chat_plan(spec, body, stream)
-    return OpenAIPassthrough(body, spec.upstream_model, stream)
 
 
 def chat_input_tokens(spec: ModelSpec, body: dict[str, Any]) -> int:
@@ -63,7 +55,7 @@ async def serve_chat(request: Request, rt: Runtime, who: Caller, body: dict[str,
         )
     if spec.serialize_messages:
         body = serialized_chat(body)
-    plan = chat_plan(spec, body, stream)
+    plan = plan_for("chat", spec, body, stream)
     return await serve_call(
         request, rt, who, spec, plan,
         route=route,
@@ -118,9 +110,9 @@ async def completions(
         body = _typed(body)
     model, stream = validate_completions(body)
     spec = rt.gate.model_for(who, model)
-    if spec.family == "anthropic" and isinstance(body["prompt"], list) and len(body["prompt"]) > 1:
+    if spec.wire != "openai" and isinstance(body["prompt"], list) and len(body["prompt"]) > 1:
         raise invalid(f"'{model}' answers one prompt per request: send 'prompt' as a string.", "prompt")
-    plan = completions_plan(spec, body, stream)
+    plan = plan_for("completions", spec, body, stream)
     return await serve_call(
         request, rt, who, spec, plan,
         route="completions",

@@ -2,7 +2,7 @@
 
 Any catalog model answers here: a Claude model is forwarded to Anthropic (with the client's
 `anthropic-version` and `anthropic-beta`), an OpenAI-wire model is translated to chat and back
-(`http.translated`). `/v1/complete` is served as a Messages request.
+(`relay.plans`). `/v1/complete` is served as a Messages request.
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ from .. import tokens
 from ..admission.gate import output_allowance
 from ..admission.keys import Caller
 from ..catalog import ModelSpec
+from ..relay.calls import serve_call
+from ..relay.plans import plan_for
+from ..relay.translated import default_max_tokens
 from ..runtime import Runtime
 from ..translate.legacy import complete_to_messages, serialized_messages
 from .body import parse_body
-from .calls import serve_call
 from .deps import caller, runtime
 from .responses import JSON
 from .shapes import CompleteRequest, CountTokensRequest, MessagesRequest, check
-from .translated import complete_plan, default_max_tokens, messages_plan
 
 router = APIRouter()
 
@@ -61,8 +62,8 @@ async def _serve_messages(
 ) -> Response:
     body = _for_model(spec, body)
     input_tokens = _input_tokens(spec, body)
-    make = complete_plan if legacy else messages_plan
-    plan = make(spec, body, stream, headers=anthropic_headers(request), input_tokens=input_tokens)
+    plan = plan_for("complete" if legacy else "messages", spec, body, stream,
+                    headers=anthropic_headers(request), input_tokens=input_tokens)
     return await serve_call(
         request, rt, who, spec, plan,
         route=route, stream=stream, input_tokens=input_tokens,
@@ -85,7 +86,7 @@ async def count_tokens(request: Request, who: Caller = Depends(caller), rt: Runt
     model, _ = validate_messages(body, counting=True)
     spec = rt.gate.model_for(who, model)
     body = _for_model(spec, body)
-    if spec.family != "anthropic":
+    if spec.wire != "anthropic":
         await rt.blocking(rt.gate.hit_model, who, spec)
         return JSON({"input_tokens": _input_tokens(spec, body)})
     provider = rt.providers.get(spec.provider)
@@ -94,7 +95,7 @@ async def count_tokens(request: Request, who: Caller = Depends(caller), rt: Runt
     upstream = {k: v for k, v in body.items() if k not in _NOT_COUNTED}
     upstream["model"] = spec.upstream_model
     data = await provider.send(
-        "/v1/messages/count_tokens", upstream, model=spec.upstream_model, headers=anthropic_headers(request)
+        "count_tokens", upstream, model=spec.upstream_model, headers=anthropic_headers(request)
     )
     counted = data.get("input_tokens")
     return JSON({"input_tokens": counted if isinstance(counted, int) else _input_tokens(spec, body)})

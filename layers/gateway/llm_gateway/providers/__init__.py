@@ -1,17 +1,51 @@
-"""Upstream adapters, created once per process and reused (pooled connections)."""
+"""Upstream adapters behind one protocol (`base.Provider`), found through one registry.
+
+A provider maps operations ("chat", "messages", "embeddings", ...) to its own wire: URL, auth and
+stream format. Adding one is its module plus one `register` line below; the catalog names it, and
+its default wire format says which plans serve it (a catalog entry may override the wire).
+Providers are created once per process and reused (pooled connections).
+"""
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from typing import Any
 
 from ..config import Settings
 from ..errors import GatewayError
 
-# Every provider a catalog entry may name: one per branch of `Providers._make`.
-PROVIDERS = ("openai", "anthropic", "azure", "mock")
+
+@dataclass(frozen=True)
+class Registration:
+    factory: str  # "module:Class", imported on first use so a function loads only what it calls
+    wire: str  # the API format its chat models speak by default: "openai" or "anthropic"
+
+
+REGISTRY: dict[str, Registration] = {}
+
+
+def register(name: str, factory: str, wire: str) -> None:
+    REGISTRY[name] = Registration(factory, wire)
+
+
+register("openai", "llm_gateway.providers.openai:OpenAIProvider", "openai")
+register("azure", "llm_gateway.providers.openai:AzureOpenAIProvider", "openai")
+register("anthropic", "llm_gateway.providers.anthropic:AnthropicProvider", "anthropic")
+register("mock", "llm_gateway.providers.mock:MockProvider", "openai")
+
+# Every provider a catalog entry may name.
+PROVIDERS = tuple(REGISTRY)
+
+
+def default_wire(provider: str) -> str:
+    registration = REGISTRY.get(provider)
+    return registration.wire if registration else "openai"
 
 
 class Providers:
+    """This process's provider instances, made on first use from the registry."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._made: dict[str, Any] = {}
@@ -19,32 +53,13 @@ class Providers:
     def get(self, name: str) -> Any:
         provider = self._made.get(name)
         if provider is None:
-            provider = self._make(name)
-            if hasattr(provider, "transport"):
-                provider.transport = self.settings.http_transport
+            registration = REGISTRY.get(name)
+            if registration is None:
+                raise GatewayError("upstream_error", f"Unknown provider '{name}' in the catalog.")
+            module, _, cls = registration.factory.partition(":")
+            provider = getattr(importlib.import_module(module), cls)(self.settings)
             self._made[name] = provider
         return provider
-
-    def _make(self, name: str) -> Any:
-        if name == "mock":
-            from .mock import MockProvider
-
-            return MockProvider()
-        if name == "openai":
-            from .openai import OpenAIProvider
-
-            return OpenAIProvider(self.settings)
-        if name == "azure":
-            from .openai import AzureOpenAIProvider
-
-            return AzureOpenAIProvider(self.settings)
-        if name == "anthropic":
-            try:
-                from .anthropic import AnthropicProvider
-            except ImportError:
-                raise GatewayError("upstream_error", "Claude models are not yet supported.") from None
-            return AnthropicProvider(self.settings)
-        raise GatewayError("upstream_error", f"Unknown provider '{name}' in the catalog.")
 
     async def aclose(self) -> None:
         for provider in self._made.values():

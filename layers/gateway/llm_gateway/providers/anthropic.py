@@ -3,7 +3,7 @@
 The operator's `ANTHROPIC_API_KEY` goes in `x-api-key` (never the client's key); the client's
 `anthropic-version` and `anthropic-beta` are passed on when it sent them (API.md 3.2), else the
 gateway's `ANTHROPIC_VERSION`. `ANTHROPIC_BASE_URL` has no `/v1`, as in Anthropic's own SDK, so
-plans name full paths ("/v1/messages", "/v1/messages/count_tokens").
+the operations' paths carry it ("/v1/messages", "/v1/messages/count_tokens").
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ _STREAM_ERRORS = {
 
 class AnthropicProvider(HTTPProvider):
     name = "anthropic"
-    family = "anthropic"
+    paths = {"messages": "/v1/messages", "count_tokens": "/v1/messages/count_tokens"}
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(settings.upstream_timeout)
+        super().__init__(settings)
         self.api_key = settings.secret("ANTHROPIC_API_KEY")
         self.base_url = (settings.secret("ANTHROPIC_BASE_URL") or "https://api.anthropic.com").rstrip("/")
         self.version = settings.anthropic_version

@@ -1,23 +1,46 @@
-"""What every upstream adapter offers, and the HTTP plumbing they share.
+"""What every upstream adapter offers (`Provider`), and the HTTP plumbing they share.
 
 A provider knows its upstream's address, credentials and wire format; it knows nothing of keys or
-money. `send` returns a parsed JSON body; `stream` returns an `EventStream` whose first event has
-already been received, so that a failure before any output is still a plain error response.
+money. It is asked for an *operation* ("chat", "messages", ...) and maps it to its own URL; `send`
+returns a parsed JSON body; `stream` returns an `EventStream` whose first event has already been
+received, so that a failure before any output is still a plain error response. `sign` sees the
+encoded body, for upstreams whose signature covers it (AWS SigV4).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any, AsyncIterator, Callable, Literal, Mapping, Protocol
 
 import httpx
 import orjson
 
+from ..config import Settings
 from ..errors import GatewayError, kind_for_upstream_status
 from .pool import Pool, make_pool
 
 Event = dict[str, Any]
+
+# What a plan asks of a provider; each provider maps the ones it offers to its own paths.
+Operation = Literal[
+    "chat", "completions", "messages", "count_tokens", "responses", "embeddings", "images", "speech",
+]
+
+
+class Provider(Protocol):
+    name: str
+
+    def require_configured(self) -> None:
+        """Raise a 502 naming the missing setting when the provider has no credentials."""
+
+    async def send(self, operation: str, body: dict[str, Any], *, model: str,
+                   headers: dict[str, str] | None = None) -> dict[str, Any]: ...
+
+    async def stream(self, operation: str, body: dict[str, Any], *, model: str,
+                     headers: dict[str, str] | None = None) -> "EventStream": ...
+
+    async def aclose(self) -> None: ...
 
 
 class EventStream:
@@ -87,14 +110,18 @@ _BASE_HEADERS = {"accept-encoding": "gzip, deflate", "user-agent": "llm-gateway"
 
 
 class HTTPProvider:
-    """Shared upstream plumbing over one connection pool per provider per process (`pool.py`)."""
+    """Shared upstream plumbing over one connection pool per provider per process (`pool.py`).
+
+    A subclass names its operations' paths (`paths`), its URL rule (`url`), its credentials
+    (`headers`) and, where its upstream needs one, a signature over the encoded body (`sign`).
+    """
 
     name = "upstream"
-    family = "openai"
+    paths: dict[str, str] = {}
 
-    def __init__(self, timeout: float, transport: str = "auto") -> None:
-        self.timeout = timeout
-        self.transport = transport
+    def __init__(self, settings: Settings) -> None:
+        self.timeout = settings.upstream_timeout
+        self.transport = settings.http_transport
         self._pool: Pool | None = None
 
     @property
@@ -108,14 +135,18 @@ class HTTPProvider:
             pool, self._pool = self._pool, None
             await pool.aclose()
 
-    def _request(self, path: str, model: str, body: dict[str, Any], headers: dict[str, str] | None,
+    def _request(self, operation: str, model: str, body: dict[str, Any], headers: dict[str, str] | None,
                  accept: str = "application/json") -> tuple[str, dict[str, str], bytes]:
         """The URL, headers and body of one upstream request."""
-        return (
-            self.url(path, model),
-            {**_BASE_HEADERS, "accept": accept, **self.headers(headers)},
-            orjson.dumps(body),
-        )
+        url = self.url(self.path(operation), model)
+        content = orjson.dumps(body)
+        return url, self.sign(url, {**_BASE_HEADERS, "accept": accept, **self.headers(headers)}, content), content
+
+    def path(self, operation: str) -> str:
+        path = self.paths.get(operation)
+        if path is None:
+            raise GatewayError("invalid_request", f"The {self.name} provider does not offer '{operation}'.")
+        return path
 
     def require_configured(self) -> None:  # pragma: no cover - overridden
         """Raise a 502 naming the missing setting when the provider has no credentials."""
@@ -126,21 +157,32 @@ class HTTPProvider:
     def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:  # pragma: no cover
         raise NotImplementedError
 
+    def sign(self, url: str, headers: dict[str, str], content: bytes) -> dict[str, str]:
+        """The headers to send, given the exact bytes of the body (a body-covering signature)."""
+        return headers
+
     def check_event(self, event: Event) -> None:
         """Raise if an event is an in-stream error report."""
 
+    def failure(self, exc: BaseException, when: str = "reach") -> GatewayError:
+        """The one mapping of a transport failure to what the caller sees: a timeout is a 504, any
+        other failure to connect, send or read a 502 (both retryable on another channel)."""
+        if isinstance(exc, TimeoutError):
+            return GatewayError("upstream_timeout", f"The {self.name} provider did not answer in time.")
+        if when == "stream":
+            return GatewayError("upstream_error", f"The {self.name} provider stream broke ({type(exc).__name__}).")
+        return GatewayError("upstream_error", f"Could not reach the {self.name} provider ({type(exc).__name__}).")
+
     async def send(
-        self, path: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
+        self, operation: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
     ) -> dict[str, Any]:
         self.require_configured()
-        request = self._request(path, model, body, headers)
+        request = self._request(operation, model, body, headers)
         try:
             async with asyncio.timeout(self.timeout):
                 answer = await self.pool.post(*request)
-        except TimeoutError:
-            raise GatewayError("upstream_timeout", f"The {self.name} provider did not answer in time.") from None
-        except (httpx.HTTPError, OSError) as exc:
-            raise GatewayError("upstream_error", f"Could not reach the {self.name} provider ({type(exc).__name__}).") from None
+        except TRANSPORT_ERRORS as exc:
+            raise self.failure(exc) from None
         if answer.status >= 400:
             raise_for_upstream(answer.status, answer.content, answer.headers, self.name)
         try:
@@ -152,33 +194,26 @@ class HTTPProvider:
         return data
 
     async def stream(
-        self, path: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
+        self, operation: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
     ) -> EventStream:
         from httpx_sse import EventSource
 
         self.require_configured()
-        request = self._request(path, model, body, headers, accept="text/event-stream")
+        request = self._request(operation, model, body, headers, accept="text/event-stream")
         response: httpx.Response | None = None
         try:
             async with asyncio.timeout(self.timeout):
                 response = await self.pool.open(*request)
                 if response.status_code >= 400:
                     content = await response.aread()
-                    await response.aclose()
                     raise_for_upstream(response.status_code, content, response.headers, self.name)
                 events = self._events(EventSource(response))
                 first = await anext(events, None)
-        except TimeoutError:
+        except BaseException as exc:
             if response is not None:
                 await response.aclose()
-            raise GatewayError("upstream_timeout", f"The {self.name} provider did not answer in time.") from None
-        except (httpx.HTTPError, OSError) as exc:
-            if response is not None:
-                await response.aclose()
-            raise GatewayError("upstream_error", f"Could not reach the {self.name} provider ({type(exc).__name__}).") from None
-        except GatewayError:
-            if response is not None:
-                await response.aclose()
+            if isinstance(exc, TRANSPORT_ERRORS):
+                raise self.failure(exc) from None
             raise
         return EventStream(first, events, response.aclose)
 
@@ -199,7 +234,11 @@ class HTTPProvider:
                 self.check_event(event)
                 yield event
         except (httpx.HTTPError, OSError) as exc:
-            raise GatewayError("upstream_error", f"The {self.name} provider stream broke ({type(exc).__name__}).") from None
+            raise self.failure(exc, "stream") from None
+
+
+# What a failure to connect, send, read or answer in time raises, whichever pool serves.
+TRANSPORT_ERRORS = (TimeoutError, httpx.HTTPError, OSError)
 
 
 def missing(setting: str, provider: str) -> GatewayError:

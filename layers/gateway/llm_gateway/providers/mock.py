@@ -14,6 +14,7 @@ import uuid
 from typing import Any, AsyncIterator
 
 from .. import tokens
+from ..errors import GatewayError
 from .base import Event, EventStream
 
 ENCODING = "o200k_base"
@@ -42,7 +43,10 @@ def reply_text(prompt: str) -> str:
 
 class MockProvider:
     name = "mock"
-    family = "openai"
+    operations = ("chat", "completions")
+
+    def __init__(self, settings: Any = None) -> None:
+        pass
 
     def require_configured(self) -> None:
         return None
@@ -50,8 +54,10 @@ class MockProvider:
     async def aclose(self) -> None:
         return None
 
-    def _answer(self, path: str, body: dict[str, Any]) -> tuple[list[str], str, int]:
-        if path == "/completions":
+    def _answer(self, operation: str, body: dict[str, Any]) -> tuple[list[str], str, int]:
+        if operation not in self.operations:
+            raise GatewayError("invalid_request", f"The mock provider does not offer '{operation}'.")
+        if operation == "completions":
             prompt = body.get("prompt")
             prompt_text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt or []))
             input_tokens = tokens.count_text(prompt_text, ENCODING)
@@ -71,14 +77,14 @@ class MockProvider:
         return pieces, finish, input_tokens
 
     async def send(
-        self, path: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
+        self, operation: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
     ) -> dict[str, Any]:
-        pieces, finish, input_tokens = self._answer(path, body)
+        pieces, finish, input_tokens = self._answer(operation, body)
         text = "".join(pieces)
         usage = {"prompt_tokens": input_tokens, "completion_tokens": len(pieces),
                  "total_tokens": input_tokens + len(pieces)}
         created = int(time.time())
-        if path == "/completions":
+        if operation == "completions":
             return {
                 "id": "cmpl-mock" + uuid.uuid4().hex[:20], "object": "text_completion", "created": created,
                 "model": model, "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
@@ -93,19 +99,19 @@ class MockProvider:
         }
 
     async def stream(
-        self, path: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
+        self, operation: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
     ) -> EventStream:
-        pieces, finish, input_tokens = self._answer(path, body)
+        pieces, finish, input_tokens = self._answer(operation, body)
         delay = 0.05 if "slow" in model else 0.0
-        events = self._events(path, model, pieces, finish, input_tokens, delay)
+        events = self._events(operation, model, pieces, finish, input_tokens, delay)
         first = await anext(events)
         return EventStream(first, events, events.aclose)
 
     async def _events(
-        self, path: str, model: str, pieces: list[str], finish: str, input_tokens: int, delay: float
+        self, operation: str, model: str, pieces: list[str], finish: str, input_tokens: int, delay: float
     ) -> AsyncIterator[Event]:
         created = int(time.time())
-        legacy = path == "/completions"
+        legacy = operation == "completions"
         ident = ("cmpl-mock" if legacy else "chatcmpl-mock") + uuid.uuid4().hex[:20]
         obj = "text_completion" if legacy else "chat.completion.chunk"
 

@@ -11,10 +11,17 @@ from .base import Event, HTTPProvider, missing
 
 class OpenAIProvider(HTTPProvider):
     name = "openai"
-    family = "openai"
+    paths = {
+        "chat": "/chat/completions",
+        "completions": "/completions",
+        "responses": "/responses",
+        "embeddings": "/embeddings",
+        "images": "/images/generations",
+        "speech": "/audio/speech",
+    }
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(settings.upstream_timeout)
+        super().__init__(settings)
         self.api_key = settings.secret("OPENAI_API_KEY")
         self.base_url = (settings.secret("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
 

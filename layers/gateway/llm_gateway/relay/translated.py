@@ -27,20 +27,19 @@ from ..translate.legacy import (
     message_to_completion,
 )
 from ..translate.messages_openai import MessageEvents, chat_to_message, messages_to_chat
-from .passthrough import OpenAIPassthrough, _openai_text
-from .sse import OPENAI_DONE, anthropic_error_events, anthropic_event, openai_error_events, openai_event
+from .passthrough import _openai_text
+from ..http.sse import OPENAI_DONE, anthropic_error_events, anthropic_event, openai_error_events, openai_event
 
 __all__ = [
     "TranslatedPlan",
     "claude_chat_plan",
-    "messages_plan",
-    "complete_plan",
-    "completions_plan",
+    "claude_completions_plan",
+    "anthropic_messages_plan",
+    "openai_messages_plan",
+    "as_legacy_complete",
     "default_max_tokens",
 ]
 
-MESSAGES_PATH = "/v1/messages"
-CHAT_PATH = "/chat/completions"
 
 
 class Stage(Protocol):
@@ -146,7 +145,7 @@ class TranslatedStream:
 
 @dataclass(frozen=True)
 class TranslatedPlan:
-    path: str
+    operation: str  # what the provider is asked to do ("chat", "messages", ...)
     body: dict[str, Any]
     wire: Wire
     family: Family
@@ -182,16 +181,16 @@ def _same(data: dict[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------
-# plans per route
+# plans per (route, upstream wire): `relay.plans` picks one
 
 
-def claude_chat_plan(spec: ModelSpec, chat: dict[str, Any], stream: bool) -> TranslatedPlan:
-    """An OpenAI chat request served by a Claude model."""
+def claude_chat_plan(spec: ModelSpec, chat: dict[str, Any], stream: bool, **_: Any) -> TranslatedPlan:
+    """An OpenAI chat request served by an Anthropic-wire model."""
     request = chat_to_messages(chat, model=spec.upstream_model, default_max_tokens=default_max_tokens(spec))
     options = chat.get("stream_options")
     include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
     return TranslatedPlan(
-        MESSAGES_PATH,
+        "messages",
         request.body,
         ANTHROPIC_WIRE,
         OPENAI_CLIENT,
@@ -200,18 +199,27 @@ def claude_chat_plan(spec: ModelSpec, chat: dict[str, Any], stream: bool) -> Tra
     )
 
 
-def messages_plan(
-    spec: ModelSpec, body: dict[str, Any], stream: bool, *, headers: dict[str, str] | None, input_tokens: int
+def claude_completions_plan(spec: ModelSpec, body: dict[str, Any], stream: bool, **_: Any) -> TranslatedPlan:
+    """Legacy OpenAI completions served by an Anthropic-wire model: through chat."""
+    return claude_chat_plan(spec, completion_to_chat(body), stream).then(chat_to_text_completion, TextCompletionChunks)
+
+
+def anthropic_messages_plan(
+    spec: ModelSpec, body: dict[str, Any], stream: bool, *, headers: dict[str, str] | None = None, **_: Any
 ) -> TranslatedPlan:
-    """A Messages request: forwarded whole to Claude, translated for an OpenAI-wire model."""
-    if spec.family == "anthropic":
-        return TranslatedPlan(
-            MESSAGES_PATH, {**body, "model": spec.upstream_model}, ANTHROPIC_WIRE, ANTHROPIC_CLIENT, _same,
-            headers=headers,
-        )
+    """A Messages request to an Anthropic-wire model: forwarded whole, with the client's headers."""
+    return TranslatedPlan(
+        "messages", {**body, "model": spec.upstream_model}, ANTHROPIC_WIRE, ANTHROPIC_CLIENT, _same, headers=headers,
+    )
+
+
+def openai_messages_plan(
+    spec: ModelSpec, body: dict[str, Any], stream: bool, *, input_tokens: int = 0, **_: Any
+) -> TranslatedPlan:
+    """A Messages request to an OpenAI-wire model: translated to chat and back."""
     chat = prepare_body(messages_to_chat(body, model=spec.upstream_model), spec.upstream_model, stream)
     return TranslatedPlan(
-        CHAT_PATH,
+        "chat",
         chat,
         OPENAI_WIRE,
         ANTHROPIC_CLIENT,
@@ -220,17 +228,6 @@ def messages_plan(
     )
 
 
-def complete_plan(
-    spec: ModelSpec, body: dict[str, Any], stream: bool, *, headers: dict[str, str] | None, input_tokens: int
-) -> TranslatedPlan:
-    """`/v1/complete`, given its request already as a Messages request: Messages, then the legacy shape."""
-    return messages_plan(spec, body, stream, headers=headers, input_tokens=input_tokens).then(
-        partial(message_to_completion, model=spec.name), partial(CompletionEvents, model=spec.name)
-    )
-
-
-def completions_plan(spec: ModelSpec, body: dict[str, Any], stream: bool) -> OpenAIPassthrough | TranslatedPlan:
-    """Legacy OpenAI completions: forwarded to an OpenAI-wire model, through chat for Claude."""
-    if spec.family != "anthropic":
-        return OpenAIPassthrough(body, spec.upstream_model, stream, legacy=True)
-    return claude_chat_plan(spec, completion_to_chat(body), stream).then(chat_to_text_completion, TextCompletionChunks)
+def as_legacy_complete(plan: TranslatedPlan, spec: ModelSpec) -> TranslatedPlan:
+    """`/v1/complete` over a Messages plan: the Messages answer, then the legacy shape."""
+    return plan.then(partial(message_to_completion, model=spec.name), partial(CompletionEvents, model=spec.name))

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..billing.usage import Usage, from_openai
+from ..catalog import ModelSpec
 from ..errors import GatewayError
 from ..providers.base import Event
 from ..providers.openai import prepare_body
-from .sse import OPENAI_DONE, openai_error_events, openai_event
+from ..http.sse import OPENAI_DONE, openai_error_events, openai_event
 
 
 def _openai_text(choices: Any, legacy: bool) -> str:
@@ -64,11 +65,19 @@ class OpenAIStreamRelay:
         return openai_error_events(err)
 
 
+def openai_chat_plan(spec: ModelSpec, body: dict[str, Any], stream: bool, **_: Any) -> "OpenAIPassthrough":
+    return OpenAIPassthrough(body, spec.upstream_model, stream)
+
+
+def openai_completions_plan(spec: ModelSpec, body: dict[str, Any], stream: bool, **_: Any) -> "OpenAIPassthrough":
+    return OpenAIPassthrough(body, spec.upstream_model, stream, legacy=True)
+
+
 class OpenAIPassthrough:
     """An OpenAI-family route (chat or legacy completions) served by an OpenAI-wire upstream."""
 
     def __init__(self, body: dict[str, Any], upstream_model: str, stream: bool, *, legacy: bool = False) -> None:
-        self.path = "/completions" if legacy else "/chat/completions"
+        self.operation = "completions" if legacy else "chat"
         self.legacy = legacy
         options = body.get("stream_options")
         self.client_wants_usage = bool(isinstance(options, dict) and options.get("include_usage"))

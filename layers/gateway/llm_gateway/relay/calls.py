@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from .. import tokens
 from ..admission.keys import Caller
-from ..admission.gate import Ticket
+from ..billing.reservation import Ticket
 from ..billing.settle import charge, settle, write
 from ..billing.usage import Usage
 from ..catalog import ModelSpec
@@ -26,7 +26,7 @@ from ..errors import GatewayError
 from ..providers.base import Event, EventStream
 from ..runtime import Runtime
 from ..store.base import UsageRecord
-from .responses import JSON, EventStreamResponse
+from ..http.responses import JSON, EventStreamResponse
 
 
 class StreamTranslator(Protocol):
@@ -43,7 +43,7 @@ class StreamTranslator(Protocol):
 class Plan(Protocol):
     """How one route serves one model."""
 
-    path: str  # upstream path, e.g. "/chat/completions" or "/v1/messages"
+    operation: str  # what the provider is asked to do: "chat", "completions", "messages", ...
     body: dict[str, Any]  # the upstream request body
     headers: dict[str, str] | None  # extra upstream headers (e.g. anthropic-beta)
 
@@ -99,9 +99,10 @@ async def serve_call(
     started = time.perf_counter()
     try:
         if not stream:
-            data = await provider.send(plan.path, plan.body, model=spec.upstream_model, headers=plan.headers)
+            data = await provider.send(plan.operation, plan.body, model=spec.upstream_model, headers=plan.headers)
         else:
-            events = await provider.stream(plan.path, plan.body, model=spec.upstream_model, headers=plan.headers)
+            events = await provider.stream(plan.operation, plan.body, model=spec.upstream_model,
+                                           headers=plan.headers)
     except BaseException as exc:
         await settle_off_loop(rt, ticket, None, "error")
         info["status_detail"] = getattr(exc, "kind", type(exc).__name__)

@@ -1,0 +1,44 @@
+"""A reservation: what admission took from a balance for one request, and everything settlement
+needs to turn it into the actual charge, exactly once.
+
+It names the user, key and model by id and carries the prices and multiplier in force at
+admission, so settlement needs neither the caller nor the catalog: the same ticket settles a
+request in the process that admitted it, or (as a dict, `as_dict` / `from_dict`) an asynchronous
+task in another process later.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from ..catalog import Prices
+
+
+@dataclass
+class Ticket:
+    request_id: str
+    user_id: str
+    key_id: str
+    model: str
+    route: str
+    prices: Prices
+    input_tokens: int
+    reserved: int  # micros taken from the balance (and the key's cap) at admission
+    multiplier: Fraction
+    created_at: float = field(default_factory=time.time)
+    settled: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["multiplier"] = str(self.multiplier)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Ticket":
+        fields = dict(data)
+        fields["prices"] = Prices(**fields["prices"])
+        fields["multiplier"] = Fraction(fields["multiplier"])
+        return cls(**fields)

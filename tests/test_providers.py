@@ -1,0 +1,76 @@
+"""The provider seam: a registry instead of branches, operations mapped by each provider, a wire
+format from the catalog, and request signing that sees the exact body bytes (as AWS SigV4 does)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+
+import httpx
+import pytest
+
+from llm_gateway import providers
+from llm_gateway.catalog import Catalog, default_catalog
+from llm_gateway.config import Settings
+from llm_gateway.errors import GatewayError
+from llm_gateway.providers.openai import OpenAIProvider
+
+SIGNING_SECRET = b"body-signing-secret"
+
+
+class BodySignedProvider(OpenAIProvider):
+    """An OpenAI-wire upstream whose requests carry an HMAC of the exact body bytes sent."""
+
+    name = "signed"
+
+    def sign(self, url: str, headers: dict[str, str], content: bytes) -> dict[str, str]:
+        digest = hashlib.sha256(content).hexdigest()
+        signature = hmac.new(SIGNING_SECRET, url.encode() + b"\n" + content, hashlib.sha256).hexdigest()
+        return {**headers, "x-content-sha256": digest, "x-signature": signature}
+
+
+@pytest.fixture
+def signed_provider():
+    providers.register("signed", f"{__name__}:BodySignedProvider", "openai")
+    yield "signed"
+    providers.REGISTRY.pop("signed", None)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_registered_provider_signs_the_exact_body_it_sends(gateway, signed_provider, stream):
+    model = gateway.model(provider=signed_provider, input="1", output="1")
+    r = httpx.post(gateway.base_url + "/chat/completions", headers={"Authorization": f"Bearer {gateway.key()}"},
+                   json={"model": model, "stream": stream, "messages": [{"role": "user", "content": "sign me"}]})
+    assert r.status_code == 200, r.text
+    received = gateway.fake_openai.requests_for(model)[-1]
+    raw = received.raw
+    assert received.headers["x-content-sha256"] == hashlib.sha256(raw).hexdigest()
+    url = gateway.fake_openai.url + "/v1/chat/completions"
+    assert received.headers["x-signature"] == hmac.new(SIGNING_SECRET, url.encode() + b"\n" + raw,
+                                                       hashlib.sha256).hexdigest()
+
+
+def test_the_wire_format_comes_from_the_catalog():
+    catalog = Catalog(default_catalog(), {"models": {
+        "relay-claude": {"provider": "openai", "wire": "anthropic"},
+        "plain": {"provider": "openai"},
+    }})
+    assert catalog.get("claude-sonnet-4-5").wire == "anthropic"
+    assert catalog.get("gpt-4o").wire == "openai"
+    assert catalog.get("mock-gpt").wire == "openai"
+    assert catalog.get("relay-claude").wire == "anthropic"  # a catalog entry overrides its provider's default
+    assert catalog.get("plain").wire == "openai"
+
+
+def test_a_provider_refuses_an_operation_it_does_not_offer():
+    provider = providers.Providers(Settings(env={"ANTHROPIC_API_KEY": "x"})).get("anthropic")
+    with pytest.raises(GatewayError) as refused:
+        asyncio.run(provider.send("embeddings", {}, model="claude-sonnet-4-5"))
+    assert refused.value.status == 400 and "embeddings" in refused.value.message
+
+
+def test_an_unknown_provider_is_a_502_naming_it():
+    with pytest.raises(GatewayError) as failed:
+        providers.Providers(Settings()).get("nowhere")
+    assert failed.value.status == 502 and "nowhere" in failed.value.message
