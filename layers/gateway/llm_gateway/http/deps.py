@@ -6,6 +6,7 @@ from fastapi import Request
 
 from ..admission.keys import Caller, key_from_headers
 from ..runtime import Runtime
+from .context import context
 
 
 async def runtime(request: Request) -> Runtime:
@@ -29,10 +30,12 @@ async def _resolve(request: Request, presented: str | None) -> Caller:
     """The caller, from the process's cache or else read from the store off the event loop; the
     catalog is brought up to date here too, so the request's own reads of it never wait on the store."""
     rt: Runtime = request.app.state.runtime
-    found = rt.keys.cached(presented) or await rt.blocking(rt.keys.resolve, presented)
+    found = rt.keys.cached(presented)
+    if found is None:
+        found = await rt.blocking(rt.keys.resolve, presented)
     if rt.catalogs.stale():
         await rt.blocking(rt.catalogs.current)
-    info = request.scope["state"]["log"]
-    info["key_id"] = found.key.key_id
-    info["user_id"] = found.user_id
+    ctx = context(request)
+    ctx.key_id = found.key.key_id
+    ctx.user_id = found.user_id
     return found

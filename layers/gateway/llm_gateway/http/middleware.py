@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import logs
 from ..errors import GatewayError
+from .context import RequestContext
 from .family import family_for_path
 from .responses import error_response
 
@@ -29,11 +30,8 @@ class GatewayMiddleware:
             return
         start = time.perf_counter()
         request_id = "req_" + os.urandom(16).hex()
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
-        state["upstream_s"] = 0.0
-        info: dict = {}
-        state["log"] = info
+        ctx = RequestContext(request_id, start)
+        scope.setdefault("state", {})["ctx"] = ctx
         status_box = [0]
         rid = request_id.encode()
         path = scope.get("path", "")
@@ -49,7 +47,7 @@ class GatewayMiddleware:
                 if model_call and b"x-gateway-overhead-ms" not in names:
                     # set as the headers leave: time in the gateway so far, less the upstream's
                     # wait that serve_call recorded (for a stream, until its first event)
-                    overhead = (time.perf_counter() - start - state["upstream_s"]) * 1000
+                    overhead = (time.perf_counter() - start - ctx.upstream_s) * 1000
                     headers.append((b"x-gateway-overhead-ms", f"{max(overhead, 0.0):.3f}".encode()))
                 message = {**message, "headers": headers}
             await send(message)
@@ -79,7 +77,7 @@ class GatewayMiddleware:
                 path=path,
                 status=status_box[0] or 499,
                 ms=logs.now_ms(start),
-                **info,
+                **ctx.log_fields(),
             )
 
 

@@ -26,6 +26,7 @@ from ..errors import GatewayError
 from ..providers.base import Event, EventStream
 from ..runtime import Runtime
 from ..store.base import UsageRecord
+from ..http.context import RequestContext, context
 from ..http.responses import JSON, EventStreamResponse
 
 
@@ -85,16 +86,15 @@ async def serve_call(
     input_tokens: int,
     max_output_tokens: int | None,
 ) -> Response:
-    state = request.scope["state"]
-    info = state["log"]
-    info["model"] = spec.name
+    ctx = context(request)
+    ctx.model = spec.name
     provider = rt.providers.get(spec.provider)
     provider.require_configured()
     # Admission reserves money: if this request is cancelled while the store works, the reservation
     # is released as soon as it exists, in the store's thread.
     ticket = await rt.blocking.finish(
         rt.gate.admit, caller, spec, input_tokens=input_tokens, max_output_tokens=max_output_tokens,
-        request_id=state["request_id"], route=route, undo=partial(settle, rt.store, usage=None, status="error"),
+        request_id=ctx.request_id, route=route, undo=partial(settle, rt.store, usage=None, status="error"),
     )
     started = time.perf_counter()
     try:
@@ -105,10 +105,10 @@ async def serve_call(
                                            headers=plan.headers)
     except BaseException as exc:
         await settle_off_loop(rt, ticket, None, "error")
-        info["status_detail"] = getattr(exc, "kind", type(exc).__name__)
+        ctx.status_detail = getattr(exc, "kind", type(exc).__name__)
         raise
     finally:
-        state["upstream_s"] = time.perf_counter() - started
+        ctx.upstream_s = time.perf_counter() - started
 
     if not stream:
         try:
@@ -120,12 +120,12 @@ async def serve_call(
             usage = _fallback_usage(input_tokens, None, [text], spec.encoding)
         record = await settle_off_loop(rt, ticket, usage, "ok")
         if record is not None:
-            info["cost"] = record.cost
+            ctx.cost = record.cost
         return JSON(body)
 
     translator = plan.translator()
     return EventStreamResponse(
-        _pump(rt, ticket, events, translator, input_tokens, spec.encoding, info),
+        _pump(rt, ticket, events, translator, input_tokens, spec.encoding, ctx),
         keepalive=rt.settings.sse_keepalive,
     )
 
@@ -137,7 +137,7 @@ async def _pump(
     translator: StreamTranslator,
     input_tokens: int,
     encoding: str,
-    info: dict[str, Any],
+    ctx: RequestContext,
 ) -> AsyncIterator[bytes]:
     async def settle_as(status: str) -> None:
         if ticket.settled:
@@ -148,8 +148,8 @@ async def _pump(
         )
         record = await settle_off_loop(rt, ticket, usage, status)
         if record is not None:
-            info["cost"] = record.cost
-            info["stream_status"] = status
+            ctx.cost = record.cost
+            ctx.stream_status = status
 
     try:
         try:
@@ -159,7 +159,7 @@ async def _pump(
         except GatewayError as err:
             # Settled before the closing events go out, so a client that has read the end of the
             # stream already sees its balance charged.
-            info["status_detail"] = err.kind
+            ctx.status_detail = err.kind
             await settle_as("upstream_error")
             tail = translator.fail(err)
         else:
