@@ -74,3 +74,27 @@ def test_an_unknown_provider_is_a_502_naming_it():
     with pytest.raises(GatewayError) as failed:
         providers.Providers(Settings()).get("nowhere")
     assert failed.value.status == 502 and "nowhere" in failed.value.message
+
+
+@pytest.mark.parametrize("status, kind, retryable", [
+    (400, "invalid_request", False), (404, "not_found", False), (413, "request_too_large", False),
+    (422, "unprocessable", False), (401, "upstream_error", True), (403, "upstream_error", True),
+    (429, "upstream_rate_limited", True), (500, "upstream_error", True), (503, "upstream_error", True),
+    (504, "upstream_timeout", True),
+])
+def test_upstream_refusals_say_whether_another_channel_may_succeed(status, kind, retryable):
+    from llm_gateway.providers.base import raise_for_upstream
+
+    with pytest.raises(GatewayError) as failed:
+        raise_for_upstream(status, b'{"error": {"message": "no"}}', {}, "openai")
+    assert failed.value.kind == kind and failed.value.retryable is retryable
+
+
+def test_transport_failures_and_missing_credentials_are_retryable_and_gateway_refusals_are_not():
+    provider = providers.Providers(Settings(env={"OPENAI_API_KEY": "x"})).get("openai")
+    assert provider.failure(TimeoutError()).kind == "upstream_timeout"
+    assert provider.failure(TimeoutError()).retryable and provider.failure(OSError()).retryable
+    with pytest.raises(GatewayError) as unconfigured:
+        providers.Providers(Settings()).get("openai").require_configured()
+    assert unconfigured.value.retryable and "OPENAI_API_KEY" in unconfigured.value.message
+    assert not GatewayError("invalid_request", "bad").retryable

@@ -7,12 +7,18 @@ mapping in this one table is what keeps the three families consistent.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Family = Literal["openai", "anthropic", "platform"]
 
+Kind = Literal[
+    "invalid_request", "context_length_exceeded", "invalid_api_key", "insufficient_balance", "permission",
+    "not_found", "model_not_found", "method_not_allowed", "request_too_large", "unprocessable", "rate_limited",
+    "upstream_rate_limited", "internal", "upstream_error", "upstream_timeout",
+]
+
 # kind -> (status, openai type, openai code, anthropic error.type, platform errorType)
-_KINDS: dict[str, tuple[int, str, str | None, str, str]] = {
+_KINDS: dict[Kind, tuple[int, str, str | None, str, str]] = {
     "invalid_request": (400, "invalid_request_error", None, "invalid_request_error", "invalid_request_error"),
     "context_length_exceeded": (400, "invalid_request_error", "context_length_exceeded", "invalid_request_error", "context_length_exceeded"),
     "invalid_api_key": (401, "invalid_request_error", "invalid_api_key", "authentication_error", "invalid_api_key"),
@@ -32,22 +38,32 @@ _KINDS: dict[str, tuple[int, str, str | None, str, str]] = {
 
 
 class GatewayError(Exception):
-    """A refusal or failure the client should see, in its own family's shape."""
+    """A refusal or failure the client should see, in its own family's shape.
+
+    `retryable` says whether the same request may succeed elsewhere (another channel of the model),
+    which failover asks before the first byte reaches the client: a refusal of the gateway's own or
+    of the client's request never is.
+    """
+
+    retryable: bool = False
 
     def __init__(
         self,
-        kind: str,
+        kind: Kind,
         message: str,
         *,
         param: str | None = None,
         code: str | None = None,
         status: int | None = None,
         headers: dict[str, str] | None = None,
+        retryable: bool | None = None,
     ) -> None:
         if kind not in _KINDS:
             raise ValueError(f"unknown error kind {kind!r}")
         super().__init__(message)
-        self.kind = kind
+        self.kind: Kind = kind
+        if retryable is not None:
+            self.retryable = retryable
         self.message = message
         self.param = param
         self.code = code
@@ -73,7 +89,19 @@ class GatewayError(Exception):
         return f"GatewayError({self.kind!r}, {self.message!r}, status={self.status})"
 
 
-def kind_for_upstream_status(status: int) -> str:
+class UpstreamError(GatewayError):
+    """The upstream failed, timed out, or refused the gateway (not the client): another channel may
+    succeed, so it is retryable unless the upstream refused the client's own request (400, 404,
+    413, 422), which is answered as it is."""
+
+    retryable = True
+
+
+# Upstream refusals that are the client's to fix: passed through, never retried elsewhere.
+CLIENT_KINDS: frozenset[Kind] = frozenset({"invalid_request", "not_found", "unprocessable", "request_too_large"})
+
+
+def kind_for_upstream_status(status: int) -> Kind:
     """How an upstream's HTTP error status is shown to our client (API.md section 1)."""
     if status == 400:
         return "invalid_request"
@@ -89,6 +117,9 @@ def kind_for_upstream_status(status: int) -> str:
         return "upstream_timeout"
     # 401/403 mean the operator's provider credentials are wrong: never the client's auth failure.
     return "upstream_error"
+
+
+assert set(get_args(Kind)) == set(_KINDS), "every error kind has its row"
 
 
 def invalid(message: str, param: str | None = None) -> GatewayError:

@@ -9,11 +9,11 @@ the operations' paths carry it ("/v1/messages", "/v1/messages/count_tokens").
 from __future__ import annotations
 
 from ..config import Settings
-from ..errors import GatewayError
+from ..errors import CLIENT_KINDS, Kind, UpstreamError
 from .base import Event, HTTPProvider, missing
 
 # An `error` event's type → how the caller sees it; anything else is the upstream failing.
-_STREAM_ERRORS = {
+_STREAM_ERRORS: dict[str, Kind] = {
     "rate_limit_error": "upstream_rate_limited",
     "invalid_request_error": "invalid_request",
     "request_too_large": "request_too_large",
@@ -56,4 +56,5 @@ class AnthropicProvider(HTTPProvider):
         kind = _STREAM_ERRORS.get(str(err.get("type")), "upstream_error")
         message = err.get("message") or err.get("type") or "unknown error"
         headers = {"Retry-After": "1"} if kind == "upstream_rate_limited" else None
-        raise GatewayError(kind, f"The {self.name} provider failed mid-stream: {message}", headers=headers)
+        raise UpstreamError(kind, f"The {self.name} provider failed mid-stream: {message}", headers=headers,
+                            retryable=kind not in CLIENT_KINDS)

@@ -17,7 +17,7 @@ import httpx
 import orjson
 
 from ..config import Settings
-from ..errors import GatewayError, kind_for_upstream_status
+from ..errors import CLIENT_KINDS, GatewayError, UpstreamError, kind_for_upstream_status
 from .pool import Pool, make_pool
 
 Event = dict[str, Any]
@@ -102,7 +102,7 @@ def raise_for_upstream(status: int, body: bytes, headers: Mapping[str, str] | No
         message = f"The {provider or 'upstream'} provider rejected the gateway's credentials."
     else:
         message = f"The {provider or 'upstream'} provider failed (HTTP {status})."
-    raise GatewayError(kind, message, headers=extra)
+    raise UpstreamError(kind, message, headers=extra, retryable=kind not in CLIENT_KINDS)
 
 
 # What every upstream request carries besides the provider's own headers (credentials, versions).
@@ -168,10 +168,10 @@ class HTTPProvider:
         """The one mapping of a transport failure to what the caller sees: a timeout is a 504, any
         other failure to connect, send or read a 502 (both retryable on another channel)."""
         if isinstance(exc, TimeoutError):
-            return GatewayError("upstream_timeout", f"The {self.name} provider did not answer in time.")
+            return UpstreamError("upstream_timeout", f"The {self.name} provider did not answer in time.")
         if when == "stream":
-            return GatewayError("upstream_error", f"The {self.name} provider stream broke ({type(exc).__name__}).")
-        return GatewayError("upstream_error", f"Could not reach the {self.name} provider ({type(exc).__name__}).")
+            return UpstreamError("upstream_error", f"The {self.name} provider stream broke ({type(exc).__name__}).")
+        return UpstreamError("upstream_error", f"Could not reach the {self.name} provider ({type(exc).__name__}).")
 
     async def send(
         self, operation: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
@@ -188,9 +188,9 @@ class HTTPProvider:
         try:
             data = orjson.loads(answer.content)
         except orjson.JSONDecodeError:
-            raise GatewayError("upstream_error", f"The {self.name} provider sent an unreadable answer.") from None
+            raise UpstreamError("upstream_error", f"The {self.name} provider sent an unreadable answer.") from None
         if not isinstance(data, dict):
-            raise GatewayError("upstream_error", f"The {self.name} provider sent an unexpected answer.")
+            raise UpstreamError("upstream_error", f"The {self.name} provider sent an unexpected answer.")
         return data
 
     async def stream(
@@ -242,6 +242,6 @@ TRANSPORT_ERRORS = (TimeoutError, httpx.HTTPError, OSError)
 
 
 def missing(setting: str, provider: str) -> GatewayError:
-    return GatewayError(
+    return UpstreamError(
         "upstream_error", f"The {provider} provider is not configured: set {setting} on the gateway."
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import Settings
-from ..errors import GatewayError
+from ..errors import UpstreamError
 from .base import Event, HTTPProvider, missing
 
 
@@ -39,7 +39,7 @@ class OpenAIProvider(HTTPProvider):
         err = event.get("error")
         if err:
             message = err.get("message") if isinstance(err, dict) else str(err)
-            raise GatewayError("upstream_error", f"The {self.name} provider failed mid-stream: {message}")
+            raise UpstreamError("upstream_error", f"The {self.name} provider failed mid-stream: {message}")
 
 
 class AzureOpenAIProvider(OpenAIProvider):
