@@ -1,1 +1,2 @@
-"""The HTTP surface: one router per endpoint family, shared middleware, errors and body parsing."""
+"""The HTTP surface: one router per endpoint family, shared middleware, errors, body parsing and the
+typed request shapes. Routers parse and validate; `relay` serves the model calls."""

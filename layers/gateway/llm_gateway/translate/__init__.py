@@ -1,7 +1,7 @@
 """Translation between the OpenAI chat and the Anthropic Messages wire formats, and the legacy forms.
 
 Pure functions and small stateful stream translators over plain dicts: no I/O, no settings, no
-money. The HTTP layer composes them into plans (`llm_gateway.http.translated`), so each mapping is
+money. The relay composes them into plans (`llm_gateway.relay.translated`), so each mapping is
 written once and tested here without any server.
 
 - `chat_claude`: an OpenAI chat client served by Claude (request → Messages; answers and stream
