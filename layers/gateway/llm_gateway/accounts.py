@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from .admission.keys import hash_key, mask, new_key, new_key_id
 from .store.base import TIERS, Key, Store, User
@@ -91,7 +91,7 @@ def check_membership_days(days: float | None, param: str = "membership_days") ->
 
 def check_key_fields(fields: dict[str, Any]) -> dict[str, Any]:
     """The settable fields of a key, each checked; None clears the nullable ones."""
-    checks = {
+    checks: dict[str, Callable[[Any, str], Any]] = {
         "remark": check_remark,
         "permissions": lambda v, p: parse_permissions(v),
         "rpm": check_rpm,

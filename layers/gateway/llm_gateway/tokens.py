@@ -48,7 +48,7 @@ def encoding(name: str):
             # The Encoding keeps a Python dict of all its ranks (~30 MB for o200k_base) besides the
             # Rust tokenizer built from it; counting and decoding use only the Rust side.
             if hasattr(enc, "_mergeable_ranks"):
-                enc._mergeable_ranks = None
+                enc._mergeable_ranks = None  # type: ignore[assignment]
             _encodings[name] = enc
     return enc
 

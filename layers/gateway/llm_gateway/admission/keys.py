@@ -91,12 +91,13 @@ class KeyResolver:
         if hit is not None and time.monotonic() - hit[0] < self._ttl:
             key, user = hit[1], hit[2]
         else:
-            key = self._store.get_key_by_hash(digest)
-            user = self._store.get_user(key.user_id) if key is not None else None
-            if key is None or user is None:
+            found = self._store.get_key_by_hash(digest)
+            owner = self._store.get_user(found.user_id) if found is not None else None
+            if found is None or owner is None:
                 with self._lock:
                     self._cache.pop(digest, None)
                 raise GatewayError("invalid_api_key", "Invalid API key.")
+            key, user = found, owner
             with self._lock:
                 if len(self._cache) > 50_000:
                     self._cache.clear()

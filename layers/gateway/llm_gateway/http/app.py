@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from .. import logs
-from ..errors import GatewayError
+from ..errors import GatewayError, Kind
 from ..runtime import Runtime
 from .family import family_for_path
 from .middleware import GatewayMiddleware
@@ -69,7 +69,8 @@ def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = 
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
-        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+        kinds: dict[int, Kind] = {404: "not_found", 405: "method_not_allowed"}
+        kind: Kind = kinds.get(exc.status_code, "invalid_request")
         message = "Unknown route." if exc.status_code == 404 else str(exc.detail)
         err = GatewayError(kind, f"{message} ({request.method} {request.url.path})", status=exc.status_code)
         return error_response(err, family_for_path(request.url.path))

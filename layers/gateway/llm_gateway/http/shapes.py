@@ -17,7 +17,7 @@ the field itself — `messages[0].content` — not the alternative pydantic trie
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
@@ -82,6 +82,18 @@ def tagged(kind: str, **variants: Any) -> Any:
     ]
 
 
+if TYPE_CHECKING:  # the unions below are built at run time; to a type checker they are any value
+    ChatPart = Any
+    ChatContent = Any
+    Stop = Any
+    ToolChoice = Any
+    PromptItem = Any
+    Prompt = Any
+    ResultContent = Any
+    Block = Any
+    MessageContent = Any
+    SystemPrompt = Any
+
 PositiveInt = Annotated[int, Field(ge=1)]
 Name = Annotated[str, Field(min_length=1)]
 
@@ -124,11 +136,13 @@ class _RefusalPart(_Shape):
     refusal: str
 
 
-ChatPart = tagged(
-    "content_part", text=_TextPart, image_url=_ImagePart, input_audio=_AudioPart, file=_FilePart,
-    refusal=_RefusalPart,
-)
-ChatContent = one_of("Input should be a string or an array of content parts", string=str, array=list[ChatPart])
+if not TYPE_CHECKING:
+    ChatPart = tagged(
+        "content_part", text=_TextPart, image_url=_ImagePart, input_audio=_AudioPart, file=_FilePart,
+        refusal=_RefusalPart,
+    )
+if not TYPE_CHECKING:
+    ChatContent = one_of("Input should be a string or an array of content parts", string=str, array=list[ChatPart])
 
 
 class _FunctionCall(_Shape):
@@ -174,7 +188,10 @@ class _ResponseFormat(_Shape):
     json_schema: dict[str, Any] | None = None
 
 
-Stop = one_of("Input should be a string or an array of strings", string=str, array=list[str])
+if not TYPE_CHECKING:
+    Stop = one_of("Input should be a string or an array of strings", string=str, array=list[str])
+if not TYPE_CHECKING:
+    ToolChoice = one_of("Input should be a string or an object", string=str, object=dict)
 
 
 class ChatRequest(_Shape):
@@ -192,7 +209,7 @@ class ChatRequest(_Shape):
     seed: int | None = None
     stop: Stop | None = None
     tools: list[_ChatTool] | None = None
-    tool_choice: one_of("Input should be a string or an object", string=str, object=dict) | None = None
+    tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: _ResponseFormat | None = None
     logprobs: bool | None = None
@@ -206,12 +223,13 @@ class ChatRequest(_Shape):
 # --------------------------------------------------------------------------------------------------
 # OpenAI legacy completions
 
-Prompt = one_of(
-    "Input should be a string, an array of strings or an array of token ids",
-    string=str,
-    array=list[one_of("Input should be a string, a token id or an array of token ids",
-                      string=str, integer=int, array=list[int])],
-)
+if not TYPE_CHECKING:
+    PromptItem = one_of("Input should be a string, a token id or an array of token ids",
+                        string=str, integer=int, array=list[int])
+if not TYPE_CHECKING:
+    Prompt = one_of(
+        "Input should be a string, an array of strings or an array of token ids", string=str, array=list[PromptItem],
+    )
 
 
 class CompletionsRequest(_Shape):
@@ -276,42 +294,49 @@ class _OpaqueBlock(_Shape):
 _ResultBlock = tagged(
     "content_block", text=_TextBlock, image=_SourceBlock, document=_SourceBlock, search_result=_OpaqueBlock,
 )
+if not TYPE_CHECKING:
+    ResultContent = one_of("Input should be a string or an array of content blocks", string=str, array=list[_ResultBlock])
 
 
 class _ToolResultBlock(_Shape):
     type: Literal["tool_result"]
     tool_use_id: str
-    content: one_of(
-        "Input should be a string or an array of content blocks", string=str, array=list[_ResultBlock]
-    ) | None = None
+    content: ResultContent | None = None
     is_error: bool | None = None
 
 
-Block = tagged(
-    "content_block",
-    text=_TextBlock,
-    image=_SourceBlock,
-    document=_SourceBlock,
-    search_result=_OpaqueBlock,
-    tool_use=_ToolUseBlock,
-    tool_result=_ToolResultBlock,
-    thinking=_ThinkingBlock,
-    redacted_thinking=_RedactedThinkingBlock,
-    server_tool_use=_ToolUseBlock,
-    mcp_tool_use=_ToolUseBlock,
-    mcp_tool_result=_OpaqueBlock,
-    web_search_tool_result=_OpaqueBlock,
-    web_fetch_tool_result=_OpaqueBlock,
-    code_execution_tool_result=_OpaqueBlock,
-    bash_code_execution_tool_result=_OpaqueBlock,
-    text_editor_code_execution_tool_result=_OpaqueBlock,
-    container_upload=_OpaqueBlock,
-)
+if not TYPE_CHECKING:
+    Block = tagged(
+        "content_block",
+        text=_TextBlock,
+        image=_SourceBlock,
+        document=_SourceBlock,
+        search_result=_OpaqueBlock,
+        tool_use=_ToolUseBlock,
+        tool_result=_ToolResultBlock,
+        thinking=_ThinkingBlock,
+        redacted_thinking=_RedactedThinkingBlock,
+        server_tool_use=_ToolUseBlock,
+        mcp_tool_use=_ToolUseBlock,
+        mcp_tool_result=_OpaqueBlock,
+        web_search_tool_result=_OpaqueBlock,
+        web_fetch_tool_result=_OpaqueBlock,
+        code_execution_tool_result=_OpaqueBlock,
+        bash_code_execution_tool_result=_OpaqueBlock,
+        text_editor_code_execution_tool_result=_OpaqueBlock,
+        container_upload=_OpaqueBlock,
+    )
+
+
+if not TYPE_CHECKING:
+    MessageContent = one_of("Input should be a string or an array of content blocks", string=str, array=list[Block])
+if not TYPE_CHECKING:
+    SystemPrompt = one_of("Input should be a string or an array of text blocks", string=str, array=list[_TextBlock])
 
 
 class _Message(_Shape):
     role: Literal["user", "assistant"]
-    content: one_of("Input should be a string or an array of content blocks", string=str, array=list[Block])
+    content: MessageContent
 
 
 class _Tool(_Shape):
@@ -329,7 +354,7 @@ class _Thinking(_Shape):
 class CountTokensRequest(_Shape):
     model: Name
     messages: Annotated[list[_Message], Field(min_length=1)]
-    system: one_of("Input should be a string or an array of text blocks", string=str, array=list[_TextBlock]) | None = None
+    system: SystemPrompt | None = None
     tools: list[_Tool] | None = None
     tool_choice: dict[str, Any] | None = None
     thinking: _Thinking | None = None

@@ -8,6 +8,8 @@ the operations' paths carry it ("/v1/messages", "/v1/messages/count_tokens").
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..config import Settings
 from ..errors import CLIENT_KINDS, Kind, UpstreamError
 from .base import Event, HTTPProvider, missing
@@ -52,8 +54,9 @@ class AnthropicProvider(HTTPProvider):
         """Anthropic reports a failure inside a stream as an `error` event (e.g. `overloaded_error`)."""
         if event.get("type") != "error":
             return
-        err = event.get("error") if isinstance(event.get("error"), dict) else {}
-        kind = _STREAM_ERRORS.get(str(err.get("type")), "upstream_error")
+        found = event.get("error")
+        err: dict[str, Any] = found if isinstance(found, dict) else {}
+        kind: Kind = _STREAM_ERRORS.get(str(err.get("type")), "upstream_error")
         message = err.get("message") or err.get("type") or "unknown error"
         headers = {"Retry-After": "1"} if kind == "upstream_rate_limited" else None
         raise UpstreamError(kind, f"The {self.name} provider failed mid-stream: {message}", headers=headers,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any, AsyncGenerator
 
 from .. import tokens
 from ..errors import GatewayError
@@ -109,7 +109,7 @@ class MockProvider:
 
     async def _events(
         self, operation: str, model: str, pieces: list[str], finish: str, input_tokens: int, delay: float
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         created = int(time.time())
         legacy = operation == "completions"
         ident = ("cmpl-mock" if legacy else "chatcmpl-mock") + uuid.uuid4().hex[:20]

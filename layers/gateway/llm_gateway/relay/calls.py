@@ -44,9 +44,17 @@ class StreamTranslator(Protocol):
 class Plan(Protocol):
     """How one route serves one model."""
 
-    operation: str  # what the provider is asked to do: "chat", "completions", "messages", ...
-    body: dict[str, Any]  # the upstream request body
-    headers: dict[str, str] | None  # extra upstream headers (e.g. anthropic-beta)
+    @property
+    def operation(self) -> str:
+        """What the provider is asked to do: "chat", "completions", "messages", ..."""
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The upstream request body."""
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """Extra upstream headers (e.g. anthropic-beta)."""
 
     def reply(self, data: dict[str, Any]) -> tuple[dict[str, Any], Usage | None, str]:
         """The client's response body, the upstream's usage (None: not reported) and the output text."""

@@ -14,6 +14,8 @@ cuts the page and makes `next_cursor`.
 
 from __future__ import annotations
 
+from typing import cast
+
 import base64
 import binascii
 import json
@@ -97,7 +99,7 @@ def _decode(cursor: str, scope: list[object]) -> tuple[float, str]:
         raise ValueError("not a cursor this listing made")
     if parts[3:] != scope:
         raise ValueError("this cursor was made for another user or other filters")
-    since, until = scope[1], scope[2]
+    since, until = cast("float | None", scope[1]), cast("float | None", scope[2])
     # The record it names matched these filters; a position outside them is forged.
     if (since is not None and created_at < since) or (until is not None and created_at >= until):
         raise ValueError("not a cursor this listing made")

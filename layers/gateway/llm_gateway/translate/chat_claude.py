@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..billing.usage import from_anthropic
+from ..billing.usage import Usage, from_anthropic
 from . import json_object, json_text, text_of
 
 __all__ = [
@@ -244,7 +244,7 @@ def finish_reason(stop_reason: str | None, *, forced_json: bool = False) -> str:
 
 def chat_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     """OpenAI's usage object for Anthropic's: prompt tokens include the cache reads and writes."""
-    u = from_anthropic(usage or {})
+    u = from_anthropic(usage or {}) or Usage()
     prompt = u.total_input
     return {
         "prompt_tokens": prompt,

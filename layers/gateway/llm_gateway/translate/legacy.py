@@ -176,12 +176,13 @@ class TextCompletionChunks:
     """chat.completion.chunk objects → legacy `text_completion` chunks."""
 
     def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
-        out = {
+        choices: list[dict[str, Any]] = []
+        out: dict[str, Any] = {
             "id": "cmpl-" + str(chunk.get("id") or "").removeprefix("chatcmpl-"),
             "object": "text_completion",
             "created": chunk.get("created"),
             "model": chunk.get("model"),
-            "choices": [],
+            "choices": choices,
         }
         if chunk.get("usage"):
             out["usage"] = chunk["usage"]
@@ -189,8 +190,8 @@ class TextCompletionChunks:
             text = (choice.get("delta") or {}).get("content") or ""
             finish = choice.get("finish_reason")
             if text or finish:
-                out["choices"].append({"index": 0, "text": text, "logprobs": None, "finish_reason": finish})
-        return [out] if out["choices"] or "usage" in out else []
+                choices.append({"index": 0, "text": text, "logprobs": None, "finish_reason": finish})
+        return [out] if choices or "usage" in out else []
 
     def finish(self) -> list[dict[str, Any]]:
         return []
@@ -221,7 +222,7 @@ def serialized_chat(body: dict[str, Any]) -> dict[str, Any]:
 
 def serialized_messages(body: dict[str, Any], *, max_tokens: int) -> dict[str, Any]:
     """A Messages request for a serialized model: the system text is the first `System:` block."""
-    turns = [("system", body["system"])] if body.get("system") else []
+    turns: list[tuple[Any, Any]] = [("system", body["system"])] if body.get("system") else []
     turns += [(m.get("role"), m.get("content")) for m in body.get("messages") or () if isinstance(m, dict)]
     out: dict[str, Any] = {
         "model": body.get("model"),
