@@ -49,6 +49,9 @@ class FakeOpenAI:
         return Starlette(routes=[
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
+            Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+            Route("/v1/images/generations", self.images, methods=["POST"]),
+            Route("/v1/audio/speech", self.speech, methods=["POST"]),
         ])
 
     def requests_for(self, model: str) -> list[Received]:
@@ -187,3 +190,81 @@ class FakeOpenAI:
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
+
+    # ------------------------------------------------------------------------------------------
+    # embeddings, images and speech, in OpenAI's shapes
+
+    async def _plain(self, request: Request) -> tuple[Response | None, dict, dict]:
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return self._error(400, "We could not parse the JSON body of your request."), {}, {}
+        if self.record:
+            self.received.append(Received(request.url.path, dict(request.headers), body, raw))
+        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return self._error(401, "Incorrect API key provided.", "invalid_request_error"), body, {}
+        behavior = self.behaviors.get(body.get("model"), {})
+        if behavior.get("status"):
+            status = behavior["status"]
+            return self._error(status, behavior.get("message", f"fake upstream error {status}")), body, behavior
+        return None, body, behavior
+
+    async def embeddings(self, request: Request) -> Response:
+        refused, body, behavior = await self._plain(request)
+        if refused is not None:
+            return refused
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if inputs and all(isinstance(i, int) for i in inputs):
+            inputs = [inputs]  # one array of token ids
+        dims = body.get("dimensions") or 8
+        data = []
+        for index, item in enumerate(inputs):
+            vector = [round(0.1 * (index + 1) + 0.01 * d, 4) for d in range(dims)]
+            if body.get("encoding_format") == "base64":
+                import base64
+                import struct
+
+                embedding: Any = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+            else:
+                embedding = vector
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        tokens = behavior.get("prompt_tokens", sum(len(i) if isinstance(i, list) else len(str(i).split())
+                                                    for i in inputs))
+        return JSONResponse({"object": "list", "data": data, "model": body["model"],
+                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def images(self, request: Request) -> Response:
+        refused, body, behavior = await self._plain(request)
+        if refused is not None:
+            return refused
+        n = body.get("n") or 1
+        if body.get("response_format") == "url":
+            data = [{"url": f"https://images.example/fake-{i}.png", "revised_prompt": body.get("prompt")}
+                    for i in range(n)]
+        else:
+            data = [{"b64_json": "iVBORw0KGgo=", "revised_prompt": body.get("prompt")} for _ in range(n)]
+        out: dict[str, Any] = {"created": int(time.time()), "data": data}
+        if behavior.get("image_usage"):
+            out["usage"] = behavior["image_usage"]
+        return JSONResponse(out)
+
+    SPEECH_TYPES = {"mp3": "audio/mpeg", "opus": "audio/opus", "aac": "audio/aac", "flac": "audio/flac",
+                    "wav": "audio/wav", "pcm": "audio/pcm"}
+
+    async def speech(self, request: Request) -> Response:
+        refused, body, behavior = await self._plain(request)
+        if refused is not None:
+            return refused
+        fmt = body.get("response_format") or "mp3"
+        chunks = behavior.get("audio_chunks", [b"FAKE-AUDIO-" + fmt.encode() + b"-%d;" % i for i in range(4)])
+
+        async def audio():
+            for i, chunk in enumerate(chunks):
+                if behavior.get("fail_after") is not None and i >= behavior["fail_after"]:
+                    raise RuntimeError("fake upstream drops the connection")
+                if behavior.get("chunk_delay"):
+                    await asyncio.sleep(behavior["chunk_delay"])
+                yield chunk
+
+        return StreamingResponse(audio(), media_type=self.SPEECH_TYPES.get(fmt, "audio/mpeg"))

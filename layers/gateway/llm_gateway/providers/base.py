@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Literal, Mapping, Protocol
 
 import httpx
@@ -40,7 +41,19 @@ class Provider(Protocol):
     async def stream(self, operation: str, body: dict[str, Any], *, model: str,
                      headers: dict[str, str] | None = None) -> "EventStream": ...
 
+    async def open_bytes(self, operation: str, body: dict[str, Any], *, model: str,
+                         headers: dict[str, str] | None = None) -> ByteStream: ...
+
     async def aclose(self) -> None: ...
+
+
+@dataclass
+class ByteStream:
+    """An upstream answer relayed as raw bytes (audio) as they arrive; close it when done."""
+
+    media_type: str
+    chunks: AsyncIterator[bytes]
+    close: Callable[[], Any]
 
 
 class EventStream:
@@ -216,6 +229,36 @@ class HTTPProvider:
                 raise self.failure(exc) from None
             raise
         return EventStream(first, events, response.aclose)
+
+    async def open_bytes(
+        self, operation: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
+    ) -> ByteStream:
+        """An answer of raw bytes (audio), its head received: errors before it are plain errors."""
+        self.require_configured()
+        request = self._request(operation, model, body, headers, accept="*/*")
+        response: httpx.Response | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                response = await self.pool.open(*request)
+                if response.status_code >= 400:
+                    content = await response.aread()
+                    raise_for_upstream(response.status_code, content, response.headers, self.name)
+        except BaseException as exc:
+            if response is not None:
+                await response.aclose()
+            if isinstance(exc, TRANSPORT_ERRORS):
+                raise self.failure(exc) from None
+            raise
+        media_type = response.headers.get("content-type", "application/octet-stream")
+        return ByteStream(media_type, self._chunks(response), response.aclose)
+
+    async def _chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_bytes():
+                if chunk:
+                    yield chunk
+        except (httpx.HTTPError, OSError) as exc:
+            raise self.failure(exc, "stream") from None
 
     async def _events(self, source: Any) -> AsyncIterator[Event]:
         try:

@@ -15,7 +15,8 @@ from typing import Any, AsyncGenerator
 
 from .. import tokens
 from ..errors import GatewayError
-from .base import Event, EventStream
+from . import mock_media
+from .base import ByteStream, Event, EventStream
 
 ENCODING = "o200k_base"
 
@@ -43,7 +44,7 @@ def reply_text(prompt: str) -> str:
 
 class MockProvider:
     name = "mock"
-    operations = ("chat", "completions")
+    operations = ("chat", "completions", "embeddings", "images", "speech")
 
     def __init__(self, settings: Any = None) -> None:
         pass
@@ -79,6 +80,10 @@ class MockProvider:
     async def send(
         self, operation: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
     ) -> dict[str, Any]:
+        if operation == "embeddings":
+            return mock_media.embeddings(body, model)
+        if operation == "images":
+            return mock_media.images(body)
         pieces, finish, input_tokens = self._answer(operation, body)
         text = "".join(pieces)
         usage = {"prompt_tokens": input_tokens, "completion_tokens": len(pieces),
@@ -97,6 +102,21 @@ class MockProvider:
                          "logprobs": None, "finish_reason": finish}],
             "usage": usage, "system_fingerprint": "fp_mock",
         }
+
+    async def open_bytes(
+        self, operation: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
+    ) -> ByteStream:
+        if operation != "speech":
+            raise GatewayError("invalid_request", f"The mock provider does not offer '{operation}' as audio.")
+        media_type, audio = mock_media.speech(body)
+
+        async def chunks() -> AsyncGenerator[bytes, None]:
+            for start in range(0, len(audio), 4096):
+                yield audio[start:start + 4096]
+                await asyncio.sleep(0)
+
+        stream = chunks()
+        return ByteStream(media_type, stream, stream.aclose)
 
     async def stream(
         self, operation: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
