@@ -399,6 +399,18 @@ def test_usage_listing_newest_first_with_filters_and_sums(store):
     assert store.list_usage("nobody").total == 0
 
 
+def test_usage_records_carry_their_non_token_units(store, store_url):
+    user_id = make_user(store)
+    key = make_key(store, user_id)
+    units = {"images": {"1024x1024/hd": 2, "*/low": 1}, "characters": 1200, "audio_input_tokens": 5,
+             "audio_output_tokens": 7, "requests": 0, "pool": "FAST"}
+    assert store.settle(record(user_id, key.key_id, reserved=0, cost=5, created_at=NOW + 1, units=units))
+    assert store.settle(record(user_id, key.key_id, reserved=0, cost=3, created_at=NOW, input_tokens=4))
+    newest, plain = fresh(store_url).list_usage(user_id).records
+    assert (newest.units, newest.cost) == (units, 5)
+    assert (plain.units, plain.input_tokens) == ({}, 4)
+
+
 # --- catalog overrides ----------------------------------------------------------------------------
 
 def test_catalog_overrides_merge_and_bump_the_version(store):
@@ -567,3 +579,33 @@ def test_dynamodb_listing_without_totals_reads_only_about_a_page(dynamo_store):
 
     assert store.list_usage(user_id, limit=5).total == 105  # with totals: the whole range, as before
     assert sum(reads) == 105
+
+
+# Before usage records had units: what `init` finds in a database made by an earlier version.
+_OLD_USAGE_TABLE = """
+CREATE TABLE usage (
+    request_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, key_id TEXT NOT NULL, model TEXT NOT NULL,
+    route TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL, input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL, cache_read_tokens INTEGER NOT NULL, cache_write_tokens INTEGER NOT NULL,
+    cost INTEGER NOT NULL, reserved INTEGER NOT NULL, latency_ms INTEGER NOT NULL, status TEXT NOT NULL
+);
+INSERT INTO usage VALUES ('req_old', 'u-old', 'key_old', 'gpt-4o', '/v1/chat/completions', 1800000000.0,
+                          10, 5, 0, 0, 75, 100, 12, 'ok');
+"""
+
+
+def test_sqlite_init_adds_the_units_column_to_an_older_database(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.executescript(_OLD_USAGE_TABLE)
+    store = open_store(f"sqlite:///{path}")
+    store.init()
+    store.init()  # idempotent: the column is added once
+    (kept,) = store.list_usage("u-old").records
+    assert (kept.request_id, kept.cost, kept.input_tokens, kept.units) == ("req_old", 75, 10, {})
+    user_id = make_user(store)
+    key = make_key(store, user_id)
+    assert store.settle(record(user_id, key.key_id, reserved=0, cost=1, units={"characters": 9}))
+    assert open_store(f"sqlite:///{path}").list_usage(user_id).records[0].units == {"characters": 9}

@@ -91,6 +91,9 @@ class UsageRecord:
     reserved: int = 0
     latency_ms: int = 0
     status: str = "ok"
+    # What the call used besides text tokens (billing.usage.Usage.units): audio tokens, images by
+    # "SIZE/QUALITY", characters, calls, pool. Empty for a plain token call.
+    units: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

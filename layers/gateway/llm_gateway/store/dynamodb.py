@@ -7,7 +7,7 @@ Tables (`<prefix>` from `dynamodb://<prefix>`; all on-demand, created by `init` 
 | `<prefix>-users` | `user_id` | one per user: tier, balance, membership_expire_at, created_at, key_count |
 | `<prefix>-keys` | `pk`, `sk` | a key at (`user#<user_id>`, `key#<key_id>`); pointers (`hash#<sha256>`, `hash`) and (`keyid#<key_id>`, `keyid`) holding its user_id and key_id |
 | `<prefix>-counters` | `counter_id` | one per rate-limit counter: window_start, hits; TTL `expires_at` |
-| `<prefix>-usage` | `pk`, `sk` | a record at (`user#<user_id>`, `<created_at:020.6f>#<request_id>`); a settlement guard at (`req#<request_id>`, `req`) with TTL `expires_at` |
+| `<prefix>-usage` | `pk`, `sk` | a record at (`user#<user_id>`, `<created_at:020.6f>#<request_id>`), its non-token `units` a map (absent when empty); a settlement guard at (`req#<request_id>`, `req`) with TTL `expires_at` |
 | `<prefix>-catalog` | `pk`, `sk` | an override at (`models`/`tiers`, name) with one `f_<field>` JSON attribute per field; the version at (`meta`, `version`) |
 
 Why this shape: every read the gateway makes per request is a strongly consistent `GetItem` (keys
@@ -594,12 +594,14 @@ def _value(value: Any) -> dict[str, Any]:
         return _n(value)
     if isinstance(value, list):
         return {"L": [_s(str(v)) for v in value]}
+    if isinstance(value, dict):
+        return {"M": {str(k): _value(v) for k, v in value.items() if v is not None}}
     return _s(str(value))
 
 
 def _encode(values: dict[str, Any]) -> dict[str, Any]:
-    """A record's fields as DynamoDB attributes; None is left out (absent means null)."""
-    return {k: _value(v) for k, v in values.items() if v is not None}
+    """A record's fields as DynamoDB attributes; None and {} are left out (absent means null, or empty)."""
+    return {k: _value(v) for k, v in values.items() if v is not None and v != {}}
 
 
 def _decode(cls: type, item: dict[str, Any]) -> Any:
@@ -614,9 +616,22 @@ def _decode(cls: type, item: dict[str, Any]) -> Any:
             kwargs[f.name] = raw["BOOL"]
         elif "L" in raw:
             kwargs[f.name] = [v["S"] for v in raw["L"]]
+        elif "M" in raw:
+            kwargs[f.name] = _plain(raw)
         else:
             kwargs[f.name] = raw["S"]
     return cls(**kwargs)
+
+
+def _plain(raw: dict[str, Any]) -> Any:
+    """A map attribute's value as Python: maps, integers (the only numbers maps hold), strings."""
+    if "M" in raw:
+        return {k: _plain(v) for k, v in raw["M"].items()}
+    if "N" in raw:
+        return int(raw["N"])
+    if "BOOL" in raw:
+        return raw["BOOL"]
+    return raw.get("S")
 
 
 def _put(table: str, item: dict[str, Any], condition: str | None = None) -> dict[str, Any]:

@@ -79,7 +79,8 @@ CREATE TABLE IF NOT EXISTS usage (
     cost INTEGER NOT NULL,
     reserved INTEGER NOT NULL,
     latency_ms INTEGER NOT NULL,
-    status TEXT NOT NULL
+    status TEXT NOT NULL,
+    units TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS usage_by_user ON usage(user_id, created_at);
 CREATE TABLE IF NOT EXISTS catalog (
@@ -140,6 +141,10 @@ class SQLiteStore:
         if sqlite3.sqlite_version_info < (3, 35):
             raise RuntimeError(f"the SQLite store needs SQLite 3.35 or newer (this Python has {sqlite3.sqlite_version})")
         self._conn().executescript(_SCHEMA)
+        if "units" not in _columns(self._conn(), "usage"):
+            with self._tx() as c:  # a database made before the column existed gets it, once, under the lock
+                if "units" not in _columns(c, "usage"):
+                    c.execute("ALTER TABLE usage ADD COLUMN units TEXT NOT NULL DEFAULT '{}'")
         self._initialised = True
 
     def close(self) -> None:
@@ -294,12 +299,12 @@ class SQLiteStore:
             try:
                 c.execute(
                     "INSERT INTO usage (request_id, user_id, key_id, model, route, created_at, input_tokens,"
-                    " output_tokens, cache_read_tokens, cache_write_tokens, cost, reserved, latency_ms, status)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " output_tokens, cache_read_tokens, cache_write_tokens, cost, reserved, latency_ms, status,"
+                    " units) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         r.request_id, r.user_id, r.key_id, r.model, r.route, r.created_at, r.input_tokens,
                         r.output_tokens, r.cache_read_tokens, r.cache_write_tokens, r.cost, r.reserved,
-                        r.latency_ms, r.status,
+                        r.latency_ms, r.status, json.dumps(r.units),
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -354,7 +359,7 @@ class SQLiteStore:
             f"SELECT * FROM usage WHERE {clause} ORDER BY created_at DESC, request_id DESC LIMIT ? OFFSET ?",
             (*args, q.want, offset),
         ).fetchall()
-        return q.page([UsageRecord(**dict(r)) for r in rows], totals)
+        return q.page([_usage(r) for r in rows], totals)
 
     # catalog overrides ---------------------------------------------------------------------
     def catalog_version(self) -> int:
@@ -413,6 +418,16 @@ _HIT = (
 class _Refused(Exception):
     def __init__(self, admission: Admission) -> None:
         self.admission = admission
+
+
+def _columns(c: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in c.execute(f"PRAGMA table_info({table})")}
+
+
+def _usage(row: sqlite3.Row) -> UsageRecord:
+    d = dict(row)
+    d["units"] = json.loads(d.get("units") or "{}")
+    return UsageRecord(**d)
 
 
 def _key(row: sqlite3.Row) -> Key:
