@@ -38,7 +38,7 @@ def test_zero_usage_on_a_free_model_costs_nothing():
 
 def test_estimate_reserves_the_whole_output_allowance():
     p = prices(input="2.5", output="10")
-    assert estimate_micros(p, 100, 1000, Fraction(1)) == 250 + 10_000
+    assert estimate_micros(p, Usage(input_tokens=100, output_tokens=1000), Fraction(1)) == 250 + 10_000
 
 
 def test_openai_cached_tokens_move_out_of_input():

@@ -183,11 +183,18 @@ def test_usage_needs_a_key(gateway):
 
 # --- model rates ---------------------------------------------------------------------------------
 
+# What a token model without audio, image or character prices shows for those: null.
+NO_UNIT_PRICES = {"audio_input": None, "audio_output": None, "per_image": None, "per_1m_chars": None}
+RATE_FIELDS = {"kind", "provider", "input", "output", "cache_read", "cache_write", "audio_input", "audio_output",
+               "per_request", "per_image", "per_1m_chars"}
+
+
 def test_model_rates_list_every_model_the_key_may_use_per_1m_tokens(gateway):
     priced = gateway.model(provider="openai", input="2.5", output="10", cache_read="1.25", per_request="0.01")
     rates = data(get(gateway.url, "/api/v1/pay/model-rates", gateway.key()))  # not an admin key
     assert rates[priced] == {"input": "2.5", "output": "10", "cache_read": "1.25", "cache_write": "0",
-                             "per_request": "0.01", "provider": "openai"}
+                             "per_request": "0.01", "provider": "openai", "kind": "chat",
+                             **NO_UNIT_PRICES}
     assert set(rates) == set(gateway.runtime.catalogs.current().models)
     assert rates["claude-2-web"]["provider"] == "anthropic"
 
@@ -214,11 +221,44 @@ def test_model_rates_apply_the_callers_effective_tier_multiplier(discounted):
     priced = discounted.model(provider="openai", input="2.5", output="10", per_request="0.000001")
     vip = data(get(discounted.url, "/api/v1/pay/model-rates", discounted.key(discounted.user(tier="vip"))))
     assert vip[priced] == {"input": "2.25", "output": "9", "cache_read": "0", "cache_write": "0",
-                           "per_request": "0.000001", "provider": "openai"}  # 0.0000009 rounds up
+                           "per_request": "0.000001", "provider": "openai", "kind": "chat",
+                           **NO_UNIT_PRICES}  # 0.0000009 rounds up
     premium = data(get(discounted.url, "/api/v1/pay/model-rates", discounted.key(discounted.user(tier="premium"))))
     assert (premium[priced]["input"], premium[priced]["output"]) == ("0.833334", "3.333334")
     lapsed = discounted.key(discounted.user(tier="vip", membership_days=-1))
     assert data(get(discounted.url, "/api/v1/pay/model-rates", lapsed))[priced]["input"] == "2.5"
+
+
+def test_model_rates_show_every_unit_a_model_prices_with_the_multiplier_applied_once(discounted):
+    images = discounted.model(provider="mock", kind="image", input="5", output="40",
+                              per_image={"1024x1024/high": "0.167", "*/low": "0.000001", "*": "0.25"})
+    pools = discounted.model(provider="mock", kind="task", per_request={"FAST": "0.05", "NORMAL": "0.03"})
+    speech = discounted.model(provider="mock", kind="speech", per_1m_chars="15", audio_output="12")
+    realtime = discounted.model(provider="mock", kind="realtime", input="4", audio_input="32", audio_output="64")
+    vip = data(get(discounted.url, "/api/v1/pay/model-rates", discounted.key(discounted.user(tier="vip"))))
+    assert vip[images] == {
+        "kind": "image", "provider": "mock", "input": "4.5", "output": "36", "cache_read": "0", "cache_write": "0",
+        "audio_input": None, "audio_output": None, "per_request": None,
+        "per_image": {"1024x1024/high": "0.1503", "*/low": "0.000001", "*": "0.225"}, "per_1m_chars": None,
+    }
+    assert (vip[pools]["kind"], vip[pools]["per_request"]) == ("task", {"FAST": "0.045", "NORMAL": "0.027"})
+    assert (vip[speech]["per_1m_chars"], vip[speech]["audio_output"], vip[speech]["per_image"]) == ("13.5", "10.8", None)
+    assert (vip[realtime]["audio_input"], vip[realtime]["audio_output"]) == ("28.8", "57.6")
+    premium = data(get(discounted.url, "/api/v1/pay/model-rates", discounted.key(discounted.user(tier="premium"))))
+    assert premium[pools]["per_request"] == {"FAST": "0.016667", "NORMAL": "0.01"}  # 0.05/3 rounds up
+    assert premium[images]["per_image"]["1024x1024/high"] == "0.055667"  # 0.167/3 = 0.0556666… rounds up
+
+
+def test_model_rates_of_the_default_catalog_carry_kinds_and_unit_prices(gateway):
+    rates = data(get(gateway.url, "/api/v1/pay/model-rates", gateway.key()))
+    assert all(set(r) == RATE_FIELDS for r in rates.values())
+    assert {m: rates[m]["kind"] for m in ("gpt-4o", "dall-e-3", "tts-1", "text-embedding-3-small", "gpt-realtime",
+                                          "mock-image", "mock-tts", "mock-embedding")} == {
+        "gpt-4o": "chat", "dall-e-3": "image", "tts-1": "speech", "text-embedding-3-small": "embedding",
+        "gpt-realtime": "realtime", "mock-image": "image", "mock-tts": "speech", "mock-embedding": "embedding"}
+    assert rates["dall-e-3"]["per_image"]["1024x1024/standard"] == "0.04"
+    assert rates["tts-1"]["per_1m_chars"] == "15"
+    assert rates["mock-image"]["per_image"] == {"*": "0"}
 
 
 def test_balance_is_in_the_operators_currency(discounted):

@@ -286,17 +286,15 @@ def cmd_keys_delete(args: argparse.Namespace) -> int:
 
 
 def _catalog_views(catalog) -> dict[str, Any]:
-    from .catalog import PRICE_FIELDS
-
     models = {}
     for name, spec in sorted(catalog.models.items()):
-        prices = {f: format_micros(getattr(spec.prices, f)) for f in PRICE_FIELDS}
         models[name] = {
             "provider": spec.provider,
+            "kind": spec.kind,
             "upstream_model": spec.upstream_model,
             "max_input_tokens": spec.max_input_tokens,
             "max_output_tokens": spec.max_output_tokens,
-            **prices,
+            **_price_views(spec.prices),
             "rpm": {t: catalog.rpm(spec, t) for t in catalog.tiers},
             "serialize_messages": spec.serialize_messages,
             "price_source": spec.price_source,
@@ -304,6 +302,21 @@ def _catalog_views(catalog) -> dict[str, Any]:
     tiers = {t: {"rpm": s.rpm, "multiplier": str(float(s.multiplier)) if s.multiplier.denominator != 1
                  else str(s.multiplier.numerator)} for t, s in catalog.tiers.items()}
     return {"currency": catalog.currency, "models": models, "tiers": tiers}
+
+
+def _price_views(prices) -> dict[str, Any]:
+    """Every price of a model as the catalog holds it (no multiplier): decimal strings, with
+    `per_request` a string or {pool: string} and `per_image` {"SIZE/QUALITY": string}."""
+    from .catalog import TOKEN_PRICES
+
+    per_request = prices.per_request
+    return {
+        **{f: format_micros(getattr(prices, f)) for f in TOKEN_PRICES},
+        "per_request": ({p: format_micros(m) for p, m in per_request.items()} if isinstance(per_request, dict)
+                        else format_micros(per_request)),
+        "per_image": {k: format_micros(m) for k, m in prices.per_image.items()},
+        "per_1m_chars": format_micros(prices.per_1m_chars),
+    }
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:

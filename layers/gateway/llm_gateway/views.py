@@ -11,7 +11,7 @@ from fractions import Fraction
 from typing import Any
 
 from .billing.cost import scaled_price
-from .catalog import PRICE_FIELDS, ModelSpec
+from .catalog import ModelSpec
 from .money import format_micros
 from .store.base import Key, UsagePage, UsageRecord, User
 from .times import iso
@@ -64,6 +64,7 @@ def usage_view(record: UsageRecord) -> dict[str, Any]:
         "cost": format_micros(record.cost),
         "latency_ms": record.latency_ms,
         "status": record.status,
+        **({"units": record.units} if record.units else {}),  # images, characters, audio...: only when used
     }
 
 
@@ -97,6 +98,28 @@ def membership_view(user: User, now: float | None = None) -> dict[str, Any]:
 
 
 def rate_view(spec: ModelSpec, multiplier: Fraction) -> dict[str, Any]:
-    """A model's prices as one tier pays them: per 1M tokens, and per request."""
-    prices = {f: format_micros(scaled_price(getattr(spec.prices, f), multiplier)) for f in PRICE_FIELDS}
-    return {**prices, "provider": spec.provider}
+    """A model's prices as one tier pays them (API.md 5.1 model-rates): the text token prices per 1M
+    tokens, always; audio tokens per 1M, `per_request` (a price, or {pool: price}), `per_image`
+    ({"SIZE/QUALITY": price}) and `per_1m_chars` only where the model has such a price, else null."""
+    p = spec.prices
+
+    def price(micros: int) -> str:
+        return format_micros(scaled_price(micros, multiplier))
+
+    def priced(micros: int) -> str | None:
+        return price(micros) if micros else None
+
+    per_request: str | dict[str, str] | None = (
+        {pool: price(m) for pool, m in p.per_request.items()} if isinstance(p.per_request, dict)
+        else priced(p.per_request)
+    )
+    return {
+        "kind": spec.kind,
+        "provider": spec.provider,
+        **{f: price(getattr(p, f)) for f in ("input", "output", "cache_read", "cache_write")},
+        "audio_input": priced(p.audio_input),
+        "audio_output": priced(p.audio_output),
+        "per_request": per_request or None,
+        "per_image": {k: price(m) for k, m in p.per_image.items()} or None,
+        "per_1m_chars": priced(p.per_1m_chars),
+    }

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..billing.cost import estimate_micros
 from ..billing.reservation import Ticket
+from ..billing.usage import Usage
 from ..catalog import Catalog, CatalogSource, ModelSpec
 from ..errors import GatewayError
 from ..money import format_micros
@@ -57,7 +58,8 @@ class Gate:
         catalog = self.catalogs.current()
         multiplier = catalog.multiplier(caller.tier)
         output_cap = max_output_tokens if max_output_tokens and max_output_tokens > 0 else spec.max_output_tokens
-        reserve = 0 if spec.prices.free else estimate_micros(spec.prices, input_tokens, output_cap, multiplier)
+        expected = Usage(input_tokens=input_tokens, output_tokens=output_cap)
+        reserve = 0 if spec.prices.free else estimate_micros(spec.prices, expected, multiplier)
         counters = _model_counters(caller, spec, catalog)
         result = self.store.admit(caller.user_id, caller.key.key_id, counters, reserve, time.time())
         if not result.ok:

@@ -3,8 +3,9 @@ needs to turn it into the actual charge, exactly once.
 
 It names the user, key and model by id and carries the prices and multiplier in force at
 admission, so settlement needs neither the caller nor the catalog: the same ticket settles a
-request in the process that admitted it, or (as a dict, `as_dict` / `from_dict`) an asynchronous
-task in another process later.
+request in the process that admitted it, or (as a dict, `as_dict` / `from_dict`, plain JSON) an
+asynchronous task in another process later. Settling it twice, from anywhere, charges once: the
+request id is the usage record's unique key in the store.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import time
 from .. import logs
 from .reservation import Ticket
 from ..store.base import Store, UsageRecord
-from .cost import cost_micros
+from .cost import Unpriced, cost_micros
 from .usage import Usage
 
 
@@ -33,9 +33,17 @@ def charge(ticket: Ticket, usage: Usage | None, status: str = "ok") -> UsageReco
         return None
     ticket.settled = True
     usage = usage or Usage()
-    cost = 0 if not (usage.total_input or usage.output_tokens) and status != "ok" else cost_micros(
-        ticket.prices, usage, ticket.multiplier
-    )
+    if not usage.metered and status != "ok":
+        cost = 0  # a failed call that produced nothing costs nothing, not even its per-request price
+    else:
+        try:
+            cost = cost_micros(ticket.prices, usage, ticket.multiplier)
+        except Unpriced:
+            # Admission priced this request; a unit the upstream added after it (another image size)
+            # has no price of its own, so the request costs what was reserved for it.
+            logs.log("unpriced usage charged at its reservation", level=logging.WARNING,
+                     request_id=ticket.request_id, model=ticket.model, units=usage.units())
+            cost = ticket.reserved
     return UsageRecord(
         request_id=ticket.request_id,
         user_id=ticket.user_id,
@@ -47,6 +55,7 @@ def charge(ticket: Ticket, usage: Usage | None, status: str = "ok") -> UsageReco
         output_tokens=usage.output_tokens,
         cache_read_tokens=usage.cache_read_tokens,
         cache_write_tokens=usage.cache_write_tokens,
+        units=usage.units(),
         cost=cost,
         reserved=ticket.reserved,
         latency_ms=max(0, int((time.time() - ticket.created_at) * 1000)),

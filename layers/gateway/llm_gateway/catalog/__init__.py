@@ -20,24 +20,82 @@ from ..money import to_micros
 from ..providers import default_wire
 from ..store.base import TIERS, Store
 
-PRICE_FIELDS = ("input", "output", "cache_read", "cache_write", "per_request")
+# Prices per 1M tokens, held as micros per token.
+TOKEN_PRICES = ("input", "output", "cache_read", "cache_write", "audio_input", "audio_output")
+# Every price a model may have, in the order the contract lists them (API.md 5.1 model-rates).
+PRICE_FIELDS = TOKEN_PRICES + ("per_request", "per_image", "per_1m_chars")
+# What a model is for (API.md 3.5, 6): which routes serve it.
+KINDS = ("chat", "embedding", "image", "speech", "realtime", "task", "search")
 # Models served by the built-in mock provider without a catalog entry of their own.
 MOCK_PREFIX = "mock-"
+WILDCARD = "*"
 
 
 @dataclass(frozen=True)
 class Prices:
-    """Micros per 1M tokens (so: micro-micros per token), and micros per request."""
+    """A model's prices as integer micros, parsed once from the catalog's decimal strings.
+
+    Token prices (`TOKEN_PRICES`) are micros per 1M tokens, so: micro-micros per token; likewise
+    `per_1m_chars` per character. `per_request` is micros per call, or per pool ({"FAST": micros,
+    "NORMAL": micros}); `per_image` is micros per image by "SIZE/QUALITY", where either side may be
+    the wildcard "*" and "*" alone matches every image. billing.cost turns them into money.
+    """
 
     input: int = 0
     output: int = 0
     cache_read: int = 0
     cache_write: int = 0
-    per_request: int = 0
+    audio_input: int = 0
+    audio_output: int = 0
+    per_request: int | dict[str, int] = 0
+    per_image: dict[str, int] = field(default_factory=dict)
+    per_1m_chars: int = 0
 
     @property
     def free(self) -> bool:
-        return not (self.input or self.output or self.cache_read or self.cache_write or self.per_request)
+        """No price at all: the model costs nothing and needs no funds."""
+        pools = self.per_request.values() if isinstance(self.per_request, dict) else [self.per_request]
+        return not (
+            any(getattr(self, f) for f in TOKEN_PRICES) or self.per_1m_chars or any(pools)
+            or any(self.per_image.values())
+        )
+
+
+def image_price_key(text: str) -> str:
+    """A `per_image` key as the catalog holds it: "SIZE/QUALITY" with either side possibly "*",
+    or "*" alone ("*/*" is the same). ValueError for anything else."""
+    key = str(text).strip()
+    if key in (WILDCARD, f"{WILDCARD}/{WILDCARD}"):
+        return WILDCARD
+    size, slash, quality = key.partition("/")
+    if not (slash and size and quality) or "/" in quality or any(c.isspace() for c in key):
+        raise ValueError(f"an image price is keyed SIZE/QUALITY (either may be '*', or '*' alone): {text!r}")
+    return key
+
+
+def pool_name(text: str) -> str:
+    """A per-request pool's name ("FAST", "NORMAL"): letters, digits, '-' and '_'."""
+    name = str(text).strip()
+    if not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise ValueError(f"a pool is named with letters, digits, '-' or '_': {text!r}")
+    return name
+
+
+def parse_prices(raw: dict[str, Any]) -> Prices:
+    """Prices from a catalog entry (the file or an override): decimal strings (or integers), with
+    `per_request` a string or {pool: string} and `per_image` {"SIZE/QUALITY": string}. Absent is 0.
+    MoneyError / ValueError for a value the gateway cannot hold exactly."""
+    fields: dict[str, Any] = {f: to_micros(raw.get(f) or "0") for f in (*TOKEN_PRICES, "per_1m_chars")}
+    per_request = raw.get("per_request") or "0"
+    if isinstance(per_request, dict):
+        fields["per_request"] = {pool_name(p): to_micros(v) for p, v in per_request.items()}
+    else:
+        fields["per_request"] = to_micros(per_request)
+    per_image = raw.get("per_image") or {}
+    if not isinstance(per_image, dict):
+        raise ValueError(f"per_image is {{\"SIZE/QUALITY\": price}}: {per_image!r}")
+    fields["per_image"] = {image_price_key(k): to_micros(v) for k, v in per_image.items()}
+    return Prices(**fields)
 
 
 @dataclass(frozen=True)
@@ -54,6 +112,7 @@ class ModelSpec:
     serialize_messages: bool = False
     price_source: dict[str, str] = field(default_factory=dict)
     wire: str = "openai"  # the upstream's API format: "openai" or "anthropic"
+    kind: str = "chat"  # one of KINDS
 
 
 
@@ -65,7 +124,10 @@ class TierSpec:
 
 
 def _spec(name: str, raw: dict[str, Any]) -> ModelSpec:
-    prices = Prices(**{f: to_micros(raw.get(f, "0") or "0") for f in PRICE_FIELDS})
+    prices = parse_prices(raw)
+    kind = raw.get("kind") or "chat"
+    if kind not in KINDS:
+        raise ValueError(f"model {name}: unknown kind {kind!r} (one of {', '.join(KINDS)})")
     return ModelSpec(
         name=name,
         provider=raw.get("provider", "openai"),
@@ -79,6 +141,7 @@ def _spec(name: str, raw: dict[str, Any]) -> ModelSpec:
         serialize_messages=bool(raw.get("serialize_messages", False)),
         price_source=raw.get("price_source") or {},
         wire=raw.get("wire") or default_wire(raw.get("provider", "openai")),
+        kind=kind,
     )
 
 
