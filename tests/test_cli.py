@@ -148,12 +148,69 @@ def test_the_provider_list_is_the_registry_s(cli):
     ("--max-output-tokens", "-5"),
     ("--rpm", "vip=0"),
     ("--rpm", "vip=10000000000"),
+    ("--kind", "video"),
+    ("--audio-input", "-1"),
+    ("--audio-output", "lots"),
+    ("--per-1m-chars", "1.0000001"),
+    ("--per-request", "0.1", "0.2"),
+    ("--per-request", "FAST=0.05", "0.1"),
+    ("--per-request", "FAST=-0.05"),
+    ("--per-request", "FA ST=0.05"),
+    ("--per-request", "=0.05"),
+    ("--per-image", "1024x1024=0.04"),
+    ("--per-image", "1024x1024/hd"),
+    ("--per-image", "1024x1024/hd=-0.04"),
+    ("--per-image", "a/b/c=0.04"),
+    ("--per-image", "/hd=0.04"),
 ])
 def test_models_set_refuses_values_the_gateway_cannot_use(cli, args):
     before = cli("models", "list")[1]
     rc, out = cli("models", "set", "gpt-4o", *args)
     assert rc == 2 and set(out) == {"error"}
     assert cli("models", "list")[1] == before
+
+
+def test_models_set_prices_every_unit(cli):
+    rc, m = cli("models", "set", "my-painter", "--provider", "mock", "--kind", "image", "--input", "5",
+                "--per-image", "1024x1024/standard=0.04", "*/hd=0.08", "--per-image", "*/*=0.2",
+                "--per-request", "FAST=0.05", "NORMAL=0.03", "--audio-input", "32", "--audio-output", "64",
+                "--per-1m-chars", "15")
+    assert rc == 0, m
+    assert (m["kind"], m["input"], m["audio_input"], m["audio_output"], m["per_1m_chars"]) == (
+        "image", "5", "32", "64", "15")
+    assert m["per_image"] == {"1024x1024/standard": "0.04", "*/hd": "0.08", "*": "0.2"}
+    assert m["per_request"] == {"FAST": "0.05", "NORMAL": "0.03"}
+    # Pools and sizes not named keep their prices; a single price replaces the pools.
+    rc, m = cli("models", "set", "my-painter", "--per-request", "NORMAL=0.02", "--per-image", "*/hd=0.09")
+    assert m["per_request"] == {"FAST": "0.05", "NORMAL": "0.02"}
+    assert m["per_image"] == {"1024x1024/standard": "0.04", "*/hd": "0.09", "*": "0.2"}
+    rc, m = cli("models", "set", "my-painter", "--per-request", "0.01")
+    assert (rc, m["per_request"], m["kind"]) == (0, "0.01", "image")
+    assert cli("models", "list")[1]["models"]["my-painter"] == {k: v for k, v in m.items() if k != "model"}
+
+
+def test_models_set_on_a_default_model_changes_only_what_it_names(cli):
+    before = cli("models", "list")[1]["models"]["gpt-image-1"]
+    assert before["kind"] == "image" and before["per_image"]["1024x1024/low"] == "0.011"
+    rc, m = cli("models", "set", "gpt-image-1", "--per-image", "1024x1024/low=0.02")
+    assert rc == 0
+    assert m["per_image"] == {**before["per_image"], "1024x1024/low": "0.02"}
+    assert {k: v for k, v in m.items() if k not in ("model", "per_image")} == {
+        k: v for k, v in before.items() if k != "per_image"}
+    rc, m = cli("models", "set", "tts-1", "--per-1m-chars", "16")
+    assert (rc, m["kind"], m["per_1m_chars"]) == (0, "speech", "16")
+
+
+def test_models_list_shows_kinds_and_every_price(cli):
+    models = cli("models", "list")[1]["models"]
+    assert {k: models["gpt-4o"][k] for k in ("kind", "input", "output", "cache_read", "cache_write", "audio_input",
+                                             "audio_output", "per_request", "per_image", "per_1m_chars")} == {
+        "kind": "chat", "input": "2.5", "output": "10", "cache_read": "1.25", "cache_write": "0",
+        "audio_input": "0", "audio_output": "0", "per_request": "0", "per_image": {}, "per_1m_chars": "0"}
+    assert (models["dall-e-3"]["kind"], models["dall-e-3"]["per_image"]["1792x1024/hd"]) == ("image", "0.12")
+    assert (models["tts-1-hd"]["kind"], models["tts-1-hd"]["per_1m_chars"]) == ("speech", "30")
+    assert (models["gpt-realtime"]["kind"], models["gpt-realtime"]["audio_output"]) == ("realtime", "64")
+    assert (models["mock-image"]["kind"], models["mock-image"]["per_image"]) == ("image", {"*": "0"})
 
 
 def test_models_delete(cli):

@@ -328,7 +328,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models_set(args: argparse.Namespace) -> int:
-    from .catalog import Catalog, default_catalog
+    from .catalog import KINDS, Catalog, default_catalog
     from .providers import PROVIDERS
 
     fields: dict[str, Any] = {}
@@ -338,12 +338,14 @@ def cmd_models_set(args: argparse.Namespace) -> int:
         fields["provider"] = args.provider
     if args.upstream_model:
         fields["upstream_model"] = args.upstream_model
-    for name in ("input", "output", "cache_read", "cache_write", "per_request"):
+    if args.kind is not None:
+        if args.kind not in KINDS:
+            raise UsageError(f"--kind: unknown kind '{args.kind}': use one of {', '.join(KINDS)}")
+        fields["kind"] = args.kind
+    for name in ("input", "output", "cache_read", "cache_write", "audio_input", "audio_output", "per_1m_chars"):
         value = getattr(args, name)
         if value is not None:
-            flag = "--" + name.replace("_", "-")
-            accounts.check_amount(_money(value, flag), flag)  # a negative price would pay the caller
-            fields[name] = value
+            fields[name] = _price(value, "--" + name.replace("_", "-"))
     for name in ("max_input_tokens", "max_output_tokens"):
         value = getattr(args, name)
         if value is not None:
@@ -352,19 +354,70 @@ def cmd_models_set(args: argparse.Namespace) -> int:
             fields[name] = value
     if args.rpm:
         fields["rpm"] = _tier_rpms(args.rpm)
+    per_request = _per_request(args.per_request) if args.per_request else None
+    per_image = _per_image(args.per_image) if args.per_image else None
     store = _store()
     overrides = store.get_catalog_overrides()
     if "rpm" in fields:  # per tier: a tier not named keeps the limit an earlier `models set` gave it
         earlier = overrides["models"].get(args.model, {}).get("rpm") or {}
         fields["rpm"] = {**earlier, **fields["rpm"]}
-    if args.model not in Catalog(default_catalog(), overrides).models and "provider" not in fields:
+    current = Catalog(default_catalog(), overrides).models.get(args.model)
+    if current is None and "provider" not in fields:
         raise UsageError(
             f"'{args.model}' is not in the catalog: a new model needs --provider ({', '.join(PROVIDERS)})"
         )
+    held = _price_views(current.prices) if current is not None else {"per_request": "0", "per_image": {}}
+    if per_request is not None:  # pools and sizes not named keep their prices, as tiers do for --rpm
+        pooled = isinstance(per_request, dict) and isinstance(held["per_request"], dict)
+        fields["per_request"] = {**held["per_request"], **per_request} if pooled else per_request
+    if per_image is not None:
+        fields["per_image"] = {**held["per_image"], **per_image}
     store.set_model_override(args.model, fields)
     after = _catalog_views(Catalog(default_catalog(), store.get_catalog_overrides()))
     _emit({"model": args.model, **after["models"][args.model]})
     return 0
+
+
+def _price(value: str, flag: str) -> str:
+    accounts.check_amount(_money(value, flag), flag)  # a negative price would pay the caller
+    return value
+
+
+def _per_request(items: list[str]) -> str | dict[str, str]:
+    """`--per-request USD` as a price, or `--per-request POOL=USD ...` as {pool: price}."""
+    from .catalog import pool_name
+
+    pools = [item for item in items if "=" in item]
+    if pools and len(pools) != len(items) or not pools and len(items) != 1:
+        raise UsageError(f"--per-request: expected one USD, or POOL=USD for each pool: {' '.join(items)}")
+    if not pools:
+        return _price(items[0], "--per-request")
+    prices = {}
+    for item in pools:
+        pool, _, usd = item.partition("=")
+        try:
+            pool = pool_name(pool)
+        except ValueError as exc:
+            raise UsageError(f"--per-request: {exc}") from None
+        prices[pool] = _price(usd, f"--per-request {pool}")
+    return prices
+
+
+def _per_image(items: list[str]) -> dict[str, str]:
+    """`--per-image SIZE/QUALITY=USD ...` as {"SIZE/QUALITY": price} ('*' allowed on either side)."""
+    from .catalog import image_price_key
+
+    prices = {}
+    for item in items:
+        key, eq, usd = item.rpartition("=")
+        try:
+            if not eq:
+                raise ValueError(f"expected SIZE/QUALITY=USD: {item!r}")
+            key = image_price_key(key)
+        except ValueError as exc:
+            raise UsageError(f"--per-image: {exc}") from None
+        prices[key] = _price(usd, f"--per-image {key}")
+    return prices
 
 
 def _tier_rpms(items: list[str]) -> dict[str, int]:
@@ -507,7 +560,12 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--output")
     ms.add_argument("--cache-read")
     ms.add_argument("--cache-write")
-    ms.add_argument("--per-request")
+    ms.add_argument("--kind", help="chat, embedding, image, speech, realtime, task or search")
+    ms.add_argument("--audio-input", metavar="USD_PER_1M")
+    ms.add_argument("--audio-output", metavar="USD_PER_1M")
+    ms.add_argument("--per-request", nargs="+", action="extend", metavar="USD | POOL=USD")
+    ms.add_argument("--per-image", nargs="+", action="extend", metavar="SIZE/QUALITY=USD")
+    ms.add_argument("--per-1m-chars", metavar="USD")
     ms.add_argument("--max-input-tokens", type=int)
     ms.add_argument("--max-output-tokens", type=int)
     ms.add_argument("--rpm", nargs="+", action="extend", metavar="TIER=N")
