@@ -47,7 +47,10 @@ class Gate:
         max_output_tokens: int | None,
         request_id: str,
         route: str,
+        expected: Usage | None = None,
     ) -> Ticket:
+        """`expected`, when given, is what the call may use (images, characters, ...) in place of its
+        input tokens and whole output allowance."""
         if input_tokens > spec.max_input_tokens:
             raise GatewayError(
                 "context_length_exceeded",
@@ -57,8 +60,9 @@ class Gate:
             )
         catalog = self.catalogs.current()
         multiplier = catalog.multiplier(caller.tier)
-        output_cap = max_output_tokens if max_output_tokens and max_output_tokens > 0 else spec.max_output_tokens
-        expected = Usage(input_tokens=input_tokens, output_tokens=output_cap)
+        if expected is None:
+            output_cap = max_output_tokens if max_output_tokens and max_output_tokens > 0 else spec.max_output_tokens
+            expected = Usage(input_tokens=input_tokens, output_tokens=output_cap)
         reserve = 0 if spec.prices.free else estimate_micros(spec.prices, expected, multiplier)
         counters = _model_counters(caller, spec, catalog)
         result = self.store.admit(caller.user_id, caller.key.key_id, counters, reserve, time.time())
@@ -103,6 +107,15 @@ class Gate:
                 f"Too many requests; retry in {result.retry_after} s.",
                 headers={"Retry-After": str(result.retry_after)},
             )
+
+
+def require_kind(spec: ModelSpec, kind: str, route: str) -> None:
+    """400 naming the model and the route when the model is of another kind (a speech model on chat)."""
+    if spec.kind != kind:
+        raise GatewayError(
+            "invalid_request", f"The model '{spec.name}' is a {spec.kind} model: it is not served on {route}.",
+            param="model",
+        )
 
 
 def output_allowance(spec: ModelSpec, body: dict[str, Any], names: tuple[str, ...], *, choices: int = 1,

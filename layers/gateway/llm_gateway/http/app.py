@@ -22,6 +22,7 @@ from .responses import error_response
 FAMILIES: dict[str, str] = {
     "chat": "llm_gateway.http.chat",
     "messages": "llm_gateway.http.messages",
+    "media": "llm_gateway.http.media",
     "models": "llm_gateway.http.models",
     "management": "llm_gateway.http.management",
 }

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from .. import tokens
-from ..admission.gate import output_allowance
+from ..admission.gate import output_allowance, require_kind
 from ..admission.keys import Caller
 from ..catalog import ModelSpec
 from ..relay.calls import serve_call
@@ -76,6 +76,7 @@ async def messages(request: Request, who: Caller = Depends(caller), rt: Runtime 
     body = await parse_body(request, rt.settings.max_body_bytes, forms=False)
     model, stream = validate_messages(body)
     spec = rt.gate.model_for(who, model)
+    require_kind(spec, "chat", request.url.path)
     return await _serve_messages(request, rt, who, spec, body, stream=stream, route="messages")
 
 
@@ -85,6 +86,7 @@ async def count_tokens(request: Request, who: Caller = Depends(caller), rt: Runt
     body = await parse_body(request, rt.settings.max_body_bytes, forms=False)
     model, _ = validate_messages(body, counting=True)
     spec = rt.gate.model_for(who, model)
+    require_kind(spec, "chat", request.url.path)
     body = _for_model(spec, body)
     if spec.wire != "anthropic":
         await rt.blocking(rt.gate.hit_model, who, spec)
@@ -108,6 +110,7 @@ async def complete(request: Request, who: Caller = Depends(caller), rt: Runtime 
     check(CompleteRequest, body, anthropic=True)
     model, stream = body["model"], bool(body.get("stream"))
     spec = rt.gate.model_for(who, model)
+    require_kind(spec, "chat", request.url.path)
     output_allowance(spec, body, ("max_tokens_to_sample",))
     messages_body = complete_to_messages(body, model=model)
     return await _serve_messages(request, rt, who, spec, messages_body, stream=stream, route="complete", legacy=True)

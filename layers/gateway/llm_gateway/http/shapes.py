@@ -29,6 +29,9 @@ __all__ = [
     "MessagesRequest",
     "CountTokensRequest",
     "CompleteRequest",
+    "EmbeddingsRequest",
+    "ImagesRequest",
+    "SpeechRequest",
     "check",
 ]
 
@@ -93,6 +96,7 @@ if TYPE_CHECKING:  # the unions below are built at run time; to a type checker t
     Block = Any
     MessageContent = Any
     SystemPrompt = Any
+    EmbeddingInput = Any
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Name = Annotated[str, Field(min_length=1)]
@@ -232,6 +236,13 @@ if not TYPE_CHECKING:
     )
 
 
+if not TYPE_CHECKING:
+    EmbeddingInput = one_of(
+        "Input should be a string, an array of strings, an array of token ids or an array of arrays of them",
+        string=str, array=list[PromptItem],
+    )
+
+
 class CompletionsRequest(_Shape):
     model: Name
     prompt: Prompt
@@ -250,6 +261,40 @@ class CompletionsRequest(_Shape):
     logprobs: int | None = None
     suffix: str | None = None
     user: str | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# OpenAI embeddings, images, speech
+
+
+class EmbeddingsRequest(_Shape):
+    model: Name
+    input: EmbeddingInput
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: PositiveInt | None = None
+    user: str | None = None
+
+
+class ImagesRequest(_Shape):
+    model: Name
+    prompt: Annotated[str, Field(min_length=1, max_length=32_000)]
+    n: Annotated[int, Field(ge=1, le=10)] | None = None
+    size: str | None = None
+    quality: str | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+    style: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    user: str | None = None
+
+
+class SpeechRequest(_Shape):
+    model: Name
+    input: Annotated[str, Field(min_length=1, max_length=4096)]
+    voice: Name
+    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] | None = None
+    speed: Annotated[float, Field(ge=0.25, le=4.0)] | None = None
+    instructions: str | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -295,7 +340,9 @@ _ResultBlock = tagged(
     "content_block", text=_TextBlock, image=_SourceBlock, document=_SourceBlock, search_result=_OpaqueBlock,
 )
 if not TYPE_CHECKING:
-    ResultContent = one_of("Input should be a string or an array of content blocks", string=str, array=list[_ResultBlock])
+    ResultContent = one_of(
+        "Input should be a string or an array of content blocks", string=str, array=list[_ResultBlock]
+    )
 
 
 class _ToolResultBlock(_Shape):

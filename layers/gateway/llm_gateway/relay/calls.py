@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any, AsyncIterator, Protocol
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from .. import tokens
 from ..admission.keys import Caller
@@ -93,17 +93,11 @@ async def serve_call(
     stream: bool,
     input_tokens: int,
     max_output_tokens: int | None,
+    expected: Usage | None = None,
 ) -> Response:
-    ctx = context(request)
-    ctx.model = spec.name
-    provider = rt.providers.get(spec.provider)
-    provider.require_configured()
-    # Admission reserves money: if this request is cancelled while the store works, the reservation
-    # is released as soon as it exists, in the store's thread.
-    ticket = await rt.blocking.finish(
-        rt.gate.admit, caller, spec, input_tokens=input_tokens, max_output_tokens=max_output_tokens,
-        request_id=ctx.request_id, route=route, undo=partial(settle, rt.store, usage=None, status="error"),
-    )
+    """`expected`: what the call will use, where it is not tokens in and out (images, characters)."""
+    ctx, provider, ticket = await _admitted(request, rt, caller, spec, route, input_tokens, max_output_tokens,
+                                            expected)
     started = time.perf_counter()
     try:
         if not stream:
@@ -136,6 +130,71 @@ async def serve_call(
         _pump(rt, ticket, events, translator, input_tokens, spec.encoding, ctx),
         keepalive=rt.settings.sse_keepalive,
     )
+
+
+class BytesPlan(Protocol):
+    """A call whose answer is raw bytes (audio) relayed as they arrive; what it uses is known before
+    the call (the characters of its text), and it is charged once the upstream accepts it."""
+
+    @property
+    def operation(self) -> str: ...
+
+    @property
+    def body(self) -> dict[str, Any]: ...
+
+    @property
+    def usage(self) -> Usage: ...
+
+
+async def serve_bytes(request: Request, rt: Runtime, caller: Caller, spec: ModelSpec, plan: BytesPlan, *,
+                      route: str) -> Response:
+    ctx, provider, ticket = await _admitted(request, rt, caller, spec, route, 0, None, plan.usage)
+    started = time.perf_counter()
+    try:
+        answer = await provider.open_bytes(plan.operation, plan.body, model=spec.upstream_model)
+    except BaseException as exc:
+        await settle_off_loop(rt, ticket, None, "error")
+        ctx.status_detail = getattr(exc, "kind", type(exc).__name__)
+        raise
+    finally:
+        ctx.upstream_s = time.perf_counter() - started
+    # The upstream accepted the call and bills it whatever becomes of the bytes: so does the gateway.
+    record = await settle_off_loop(rt, ticket, plan.usage, "ok")
+    if record is not None:
+        ctx.cost = record.cost
+
+    async def relay() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in answer.chunks:
+                yield chunk
+        except GatewayError as err:
+            # The head has gone out: the connection is cut, so the client sees an incomplete answer
+            # rather than a short one that looks whole.
+            ctx.status_detail = err.kind
+            raise
+        finally:
+            await asyncio.shield(answer.close())
+
+    return StreamingResponse(relay(), media_type=answer.media_type)
+
+
+async def _admitted(
+    request: Request, rt: Runtime, caller: Caller, spec: ModelSpec, route: str, input_tokens: int,
+    max_output_tokens: int | None, expected: Usage | None,
+) -> tuple[RequestContext, Any, Ticket]:
+    """The request's context, its provider, and its reservation. Admission reserves money: if this
+    request is cancelled while the store works, the reservation is released as soon as it exists,
+    in the store's thread."""
+    ctx = context(request)
+    ctx.model = spec.name
+    provider = rt.providers.get(spec.provider)
+    provider.require_configured()
+    ticket = await rt.blocking.finish(
+        rt.gate.admit, caller, spec, input_tokens=input_tokens, max_output_tokens=max_output_tokens,
+        expected=expected, request_id=ctx.request_id, route=route,
+        undo=partial(settle, rt.store, usage=None, status="error"),
+    )
+    return ctx, provider, ticket
 
 
 async def _pump(

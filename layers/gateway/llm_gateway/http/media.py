@@ -1,0 +1,131 @@
+"""The media family (OpenAI's shapes): `/v1/embeddings`, `/v1/images/generations`, `/v1/audio/speech`.
+
+Each route checks its body, that the model is of the route's kind, and what the call will use —
+input tokens, images by size and quality, characters to speak — so admission reserves it; the
+upstream's reported usage (tokens, for embeddings and the gpt-image models) is billed when it comes.
+Speech is relayed as the audio arrives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from .. import tokens
+from ..admission.gate import require_kind
+from ..admission.keys import Caller
+from ..billing.cost import Unpriced, image_price
+from ..billing.usage import Usage, from_openai, image_key
+from ..catalog import ModelSpec
+from ..errors import invalid
+from ..relay.calls import serve_bytes, serve_call
+from ..runtime import Runtime
+from .body import FormFields, loose_float, loose_int, parse_body
+from .deps import caller, runtime
+from .shapes import EmbeddingsRequest, ImagesRequest, SpeechRequest, check
+
+router = APIRouter()
+
+
+@dataclass(frozen=True)
+class JSONPlan:
+    """A JSON call forwarded as sent (with the upstream's model id), its usage read by `meter`."""
+
+    operation: str
+    body: dict[str, Any]
+    meter: Any  # (answer) -> Usage | None
+    headers: dict[str, str] | None = None
+
+    def reply(self, data: dict[str, Any]) -> tuple[dict[str, Any], Usage | None, str]:
+        return data, self.meter(data), ""
+
+    def translator(self) -> Any:  # pragma: no cover - these calls never stream events
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class AudioPlan:
+    operation: str
+    body: dict[str, Any]
+    usage: Usage
+
+
+# --- embeddings -----------------------------------------------------------------------------------
+
+def _embedding_tokens(spec: ModelSpec, value: Any) -> int:
+    items = value if isinstance(value, list) and not all(isinstance(v, int) for v in value) else [value]
+    return sum(len(i) if isinstance(i, list) else tokens.count_text(str(i), spec.encoding) for i in items)
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request, who: Caller = Depends(caller), rt: Runtime = Depends(runtime)) -> Response:
+    body = await parse_body(request, rt.settings.max_body_bytes, forms=False)
+    check(EmbeddingsRequest, body)
+    spec = rt.gate.model_for(who, body["model"])
+    require_kind(spec, "embedding", "/v1/embeddings")
+    counted = _embedding_tokens(spec, body["input"])
+    plan = JSONPlan("embeddings", {**body, "model": spec.upstream_model}, lambda data: from_openai(data.get("usage")))
+    return await serve_call(request, rt, who, spec, plan, route="embeddings", stream=False, input_tokens=counted,
+                            max_output_tokens=None, expected=Usage(input_tokens=counted))
+
+
+# --- images ---------------------------------------------------------------------------------------
+
+# What a request that names no size or quality gets, as OpenAI answers it.
+DEFAULT_SIZE = "1024x1024"
+DEFAULT_QUALITY = {"dall-e-3": "standard", "dall-e-2": "standard"}
+
+
+def _image_usage(data: dict[str, Any], key: str) -> Usage:
+    """Tokens when the upstream reports them (the gpt-image models), else the images it produced."""
+    reported = data.get("usage")
+    if isinstance(reported, dict) and (reported.get("input_tokens") or reported.get("output_tokens")):
+        usage = from_openai(reported)
+        if usage is not None:
+            return usage
+    produced = data.get("data")
+    return Usage(images={key: len(produced) if isinstance(produced, list) else 0})
+
+
+@router.post("/v1/images/generations")
+async def images(request: Request, who: Caller = Depends(caller), rt: Runtime = Depends(runtime)) -> Response:
+    body = await parse_body(request, rt.settings.max_body_bytes)
+    if isinstance(body, FormFields):
+        body = dict(body)
+        if "n" in body:
+            body["n"] = loose_int(body, "n")
+    check(ImagesRequest, body)
+    spec = rt.gate.model_for(who, body["model"])
+    require_kind(spec, "image", "/v1/images/generations")
+    size = body.get("size") or DEFAULT_SIZE
+    quality = body.get("quality") or DEFAULT_QUALITY.get(spec.upstream_model, "auto")
+    key = image_key(size, quality)
+    try:
+        image_price(spec.prices, key)
+    except Unpriced:
+        if not spec.prices.free:
+            raise invalid(f"The model '{spec.name}' has no price for size '{size}' and quality '{quality}'.",
+                          "size") from None
+    n = body.get("n") or 1
+    plan = JSONPlan("images", {**body, "model": spec.upstream_model}, lambda data: _image_usage(data, key))
+    return await serve_call(request, rt, who, spec, plan, route="images", stream=False, input_tokens=0,
+                            max_output_tokens=None, expected=Usage(images={key: n}))
+
+
+# --- speech ---------------------------------------------------------------------------------------
+
+@router.post("/v1/audio/speech")
+async def speech(request: Request, who: Caller = Depends(caller), rt: Runtime = Depends(runtime)) -> Response:
+    body = await parse_body(request, rt.settings.max_body_bytes)
+    if isinstance(body, FormFields):
+        body = dict(body)
+        if "speed" in body:
+            body["speed"] = loose_float(body, "speed")
+    check(SpeechRequest, body)
+    spec = rt.gate.model_for(who, body["model"])
+    require_kind(spec, "speech", "/v1/audio/speech")
+    plan = AudioPlan("speech", {**body, "model": spec.upstream_model}, Usage(characters=len(body["input"])))
+    return await serve_bytes(request, rt, who, spec, plan, route="speech")
