@@ -452,3 +452,11 @@ def test_serve_announces_only_once_the_port_accepts_connections(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate(timeout=15)
+
+
+def test_models_list_speaks_the_operators_currency(tmp_path):
+    """One currency, the operator's (GATEWAY_CURRENCY): the catalog carries none of its own."""
+    env = {**gateway_env(tmp_path), "GATEWAY_CURRENCY": "EUR"}
+    done = subprocess.run([sys.executable, "-m", "llm_gateway.cli", "models", "list"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and json.loads(done.stdout)["currency"] == "EUR"

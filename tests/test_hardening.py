@@ -236,3 +236,13 @@ def test_unknown_fields_on_platform_routes_are_400_naming_them(gateway, encoding
                            encoding), 400, "invalid_request_error")
     assert "'permisions'" in message
     assert len(gateway.store.list_keys(user_id)) == 1
+
+
+def test_a_request_its_model_cannot_price_is_400_not_500(gateway):
+    """A chat model priced per pool only (a catalog mistake or a task model on chat) has no price for
+    a plain call: the request is refused before anything is reserved."""
+    model = gateway.model(per_request={"FAST": "0.05"})
+    user = gateway.user(balance="5")
+    r = chat(gateway, gateway.key(user), _chat_body(model))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "model" and "price" in r.json()["error"]["message"]
+    untouched(gateway, model, user)

@@ -301,7 +301,7 @@ def _catalog_views(catalog) -> dict[str, Any]:
         }
     tiers = {t: {"rpm": s.rpm, "multiplier": str(float(s.multiplier)) if s.multiplier.denominator != 1
                  else str(s.multiplier.numerator)} for t, s in catalog.tiers.items()}
-    return {"currency": catalog.currency, "models": models, "tiers": tiers}
+    return {"currency": _currency(), "models": models, "tiers": tiers}
 
 
 def _price_views(prices) -> dict[str, Any]:

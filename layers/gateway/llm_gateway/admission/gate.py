@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..billing.cost import estimate_micros
+from ..billing.cost import Unpriced, estimate_micros
 from ..billing.reservation import Ticket
 from ..billing.usage import Usage
 from ..catalog import Catalog, CatalogSource, ModelSpec
@@ -63,7 +63,11 @@ class Gate:
         if expected is None:
             output_cap = max_output_tokens if max_output_tokens and max_output_tokens > 0 else spec.max_output_tokens
             expected = Usage(input_tokens=input_tokens, output_tokens=output_cap)
-        reserve = 0 if spec.prices.free else estimate_micros(spec.prices, expected, multiplier)
+        try:
+            reserve = 0 if spec.prices.free else estimate_micros(spec.prices, expected, multiplier)
+        except Unpriced as exc:  # the request asks for something the model has no price for
+            raise GatewayError("invalid_request", f"The model '{spec.name}' cannot price this request: {exc}.",
+                               param="model") from None
         counters = _model_counters(caller, spec, catalog)
         result = self.store.admit(caller.user_id, caller.key.key_id, counters, reserve, time.time())
         if not result.ok:

@@ -167,7 +167,6 @@ class Catalog:
         for t in TIERS:
             base = {**raw["tiers"].get(t, {}), **tier_over.get(t, {})}
             self.tiers[t] = TierSpec(t, int(base.get("rpm", 60)), Fraction(str(base.get("multiplier", "1"))))
-        self.currency = raw.get("currency", "USD")
 
     def get(self, name: str) -> ModelSpec | None:
         spec = self.models.get(name)
