@@ -3,7 +3,9 @@
 Buffered families: the Mangum handler is imported from its file and called in-process with API
 Gateway REST proxy events of the shape `sam local generate-event apigateway aws-proxy` produces
 (tests/events). Streaming families: run.sh is started as the Lambda Web Adapter starts it (PORT set)
-and must answer the readiness path and stream a completion chunk by chunk.
+and must answer the readiness path and stream a completion chunk by chunk. Every function runs with
+the template's own fixed settings (e.g. its body limit), and every DynamoDB call a family makes must
+be one its function's role allows.
 """
 
 from __future__ import annotations
@@ -31,10 +33,14 @@ from llm_gateway.money import to_micros
 from llm_gateway.store.dynamodb import DynamoDBStore
 from tests.dynamo import table_prefix
 from tests.fakes.server import free_port
+from tests.test_template import TEMPLATE, dynamodb_rights, translate
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT = json.loads((ROOT / "tests" / "events" / "apigateway-aws-proxy.json").read_text())
 PROVIDER_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY")
+# the gateway settings template.yaml fixes for every function (the others come from parameters)
+TEMPLATE_SETTINGS = {name: value for name, value in TEMPLATE["Globals"]["Function"]["Environment"]["Variables"].items()
+                     if name.startswith("GATEWAY_") and isinstance(value, str)}
 
 
 class LambdaContext:
@@ -83,6 +89,8 @@ def lambda_env(moto_dynamodb, monkeypatch):
     ssm.put_parameter(Name=f"{ssm_path}/OPENAI_API_KEY", Value="sk-operator-from-ssm", Type="SecureString")
     for name in PROVIDER_VARS:
         monkeypatch.delenv(name, raising=False)  # restored afterwards, whatever the loader sets
+    for name, value in TEMPLATE_SETTINGS.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("GATEWAY_STORE_URL", f"dynamodb://{prefix}")
     monkeypatch.setenv("GATEWAY_SSM_PREFIX", ssm_path)
     monkeypatch.setattr(aws, "_loaded", False)
@@ -184,32 +192,43 @@ def test_provider_secrets_from_secrets_manager_do_not_override_the_environment(m
 # --- streaming: run.sh behind the Lambda Web Adapter ----------------------------------------------
 
 @pytest.fixture
-def chat_function(lambda_env):
-    """functions/chat/run.sh started as the adapter starts it: PORT set, the stack's environment."""
-    port = free_port()
-    env = {**os.environ, "PORT": str(port),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(ROOT / "layers" / "gateway")}
-    proc = subprocess.Popen([str(ROOT / "functions" / "chat" / "run.sh")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    try:
+def web_adapter_function(lambda_env):
+    """functions/<family>/run.sh started as the adapter starts it: PORT set, the stack's environment."""
+    started: list[subprocess.Popen] = []
+
+    def start(family: str) -> str:
+        port = free_port()
+        env = {**os.environ, "PORT": str(port),
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               "PYTHONPATH": str(ROOT / "layers" / "gateway")}
+        proc = subprocess.Popen([str(ROOT / "functions" / family / "run.sh")], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        started.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
                 raise RuntimeError("run.sh exited: " + proc.stderr.read().decode()[-2000:])
             try:
                 if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
+                    return url
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("run.sh did not become ready")
             time.sleep(0.1)
-        yield url
+
+    try:
+        yield start
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+        for proc in started:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def chat_function(web_adapter_function):
+    return web_adapter_function("chat")
 
 
 def test_run_sh_answers_the_readiness_path(chat_function):
@@ -235,5 +254,154 @@ def test_run_sh_streams_chunk_by_chunk(chat_function, lambda_env):
     assert len(content) >= 8
     # 50 ms between chunks upstream: had the function buffered, they would all land at once
     assert content[-1] - content[0] >= 0.05 * (len(content) - 1) * 0.6
-    gaps = [b - a for a, b in zip(content, content[1:])]
+    gaps = [b - a for a, b in zip(content, content[1:], strict=False)]
     assert sum(g >= 0.02 for g in gaps) >= len(gaps) // 2
+
+
+# --- the body limit: the gateway's own 413, before Lambda's 6 MB payload limit ---------------------
+
+def _oversized() -> bytes:
+    return b'{"pad": "' + b"x" * int(TEMPLATE_SETTINGS["GATEWAY_MAX_BODY_BYTES"]) + b'"}'
+
+
+def test_an_oversized_body_is_the_platform_413_on_a_buffered_function(lambda_env):
+    _, key = admin_key(lambda_env)
+    body = _oversized()
+    event = proxy_event("POST", "/api/v1/user/admin/new-api-token", key=key, body=body,
+                        content_type="application/json")
+    event["headers"]["Content-Length"] = str(len(body))  # as API Gateway passes the client's header
+    event["multiValueHeaders"]["Content-Length"] = [str(len(body))]
+    status, _, answer = invoke(load_handler("management"), event)
+    assert status == 413
+    assert (answer["statusCode"], answer["errorType"], answer["data"]) == (413, "request_too_large", None)
+
+
+@pytest.mark.parametrize("family,path,shape", [
+    ("chat", "/v1/chat/completions", "openai"),
+    ("messages", "/v1/messages", "anthropic"),
+])
+def test_an_oversized_body_is_the_familys_413_on_a_streaming_function(web_adapter_function, lambda_env,
+                                                                      family, path, shape):
+    _, key = admin_key(lambda_env)
+    r = httpx.post(web_adapter_function(family) + path, content=_oversized(), timeout=30,
+                   headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    assert r.status_code == 413
+    if shape == "openai":
+        assert r.json()["error"]["code"] == "request_too_large"
+    else:
+        assert r.json()["type"] == "error" and r.json()["error"]["type"] == "request_too_large"
+
+
+# --- IAM: every DynamoDB call a family makes is one its function's role allows ---------------------
+
+_TRANSACT_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
+                     "ConditionCheck": "ConditionCheckItem", "Get": "GetItem"}
+
+
+def _record_dynamodb_calls(client, prefix: str) -> set[tuple[str, str]]:
+    """(IAM action, table suffix) of every call the client makes from now on. A transaction is
+    authorised item by item (Put needs PutItem, ...): there is no IAM action of its own for it."""
+    calls: set[tuple[str, str]] = set()
+
+    def table(name: str) -> str:
+        assert name.startswith(prefix + "-"), name
+        return name[len(prefix) + 1:]
+
+    def record(params, model, **_):
+        if model.name in ("TransactWriteItems", "TransactGetItems"):
+            for item in params["TransactItems"]:
+                ((kind, spec),) = item.items()
+                calls.add((_TRANSACT_ACTIONS[kind], table(spec["TableName"])))
+        elif model.name in ("BatchGetItem", "BatchWriteItem"):
+            calls.update((model.name, table(name)) for name in params["RequestItems"])
+        else:
+            calls.add((model.name, table(params["TableName"])))
+
+    client.meta.events.register("before-parameter-build.dynamodb", record)
+    return calls
+
+
+def _family_client(family: str, lambda_env):
+    """The family's app as its function builds it, and the DynamoDB calls its store makes."""
+    from starlette.testclient import TestClient
+
+    app = aws.family_app([family])
+    calls = _record_dynamodb_calls(app.state.runtime.store._client, lambda_env.prefix)
+    return TestClient(app), calls
+
+
+@pytest.fixture(scope="module")
+def stack() -> dict:
+    return translate(TEMPLATE)
+
+
+def _chat_calls(client, key: str) -> None:
+    for stream in (False, True):
+        r = client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                        json={"model": "mock-gpt", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200, r.text
+    r = client.post("/v1/completions", headers={"Authorization": f"Bearer {key}"},
+                    json={"model": "mock-gpt", "prompt": "hi"})
+    assert r.status_code == 200, r.text
+
+
+def _messages_calls(client, key: str) -> None:
+    for stream in (False, True):
+        r = client.post("/v1/messages", headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
+                        json={"model": "mock-claude", "max_tokens": 16, "stream": stream,
+                              "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200, r.text
+    r = client.post("/v1/messages/count_tokens", headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
+                    json={"model": "mock-claude", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text
+
+
+def _models_calls(client, key: str) -> None:
+    for path in ("/v1/models", "/v1/models/mock-gpt", "/healthz"):
+        r = client.get(path, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200, r.text
+
+
+def _management_calls(client, key: str) -> None:
+    auth = {"Authorization": f"Bearer {key}"}
+    admin = "/api/v1/user/admin"
+    r = client.post(f"{admin}/new-api-token", headers=auth, json={"remark": "iam"})
+    assert r.status_code == 200, r.text
+    key_id = r.json()["data"]["key_id"]
+    for path, body in ((f"{admin}/update-api-token", {"key_id": key_id, "remark": "changed"}),
+                       (f"{admin}/get-api-tokens", {}), (f"{admin}/get-membership-expire-date", {}),
+                       (f"{admin}/balance", {}), (f"{admin}/delete-api-token", {"key_id": key_id})):
+        r = client.post(path, headers=auth, json=body)
+        assert r.status_code == 200, (path, r.text)
+    for path in ("/api/v1/user/usage", "/api/v1/pay/model-rates"):
+        r = client.get(path, headers=auth)
+        assert r.status_code == 200, (path, r.text)
+
+
+@pytest.mark.parametrize("function,family,calls", [
+    ("ChatFunction", "chat", _chat_calls),
+    ("MessagesFunction", "messages", _messages_calls),
+    ("ModelsFunction", "models", _models_calls),
+    ("ManagementFunction", "management", _management_calls),
+])
+def test_each_functions_role_allows_every_dynamodb_call_of_its_family(stack, lambda_env, function, family, calls):
+    _, key = admin_key(lambda_env)
+    client, made = _family_client(family, lambda_env)
+    with client:
+        calls(client, key)
+    assert made, "the family made no DynamoDB call: the recording is broken"
+    assert made <= dynamodb_rights(stack, function), sorted(made - dynamodb_rights(stack, function))
+
+
+def test_a_refused_model_call_needs_no_other_right(stack, lambda_env):
+    """Admission refused (rate limit, then funds): the cancellation paths read the counter."""
+    user_id = "u-" + uuid.uuid4().hex[:8]
+    accounts.create_user(lambda_env, user_id, balance=0)
+    _, key = accounts.issue_key(lambda_env, user_id, rpm=1)
+    client, made = _family_client("chat", lambda_env)
+    with client:
+        statuses = [client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                                json={"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}).status_code
+                    for _ in range(2)]
+    assert statuses[-1] == 429
+    assert made <= dynamodb_rights(stack, "ChatFunction"), sorted(made - dynamodb_rights(stack, "ChatFunction"))
