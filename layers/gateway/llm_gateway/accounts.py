@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .admission.keys import hash_key, mask, new_key, new_key_id
 from .store.base import TIERS, Key, Store, User

@@ -53,7 +53,7 @@ def client(service_name: str, config: Any = None) -> Any:
         return _session.create_client(service_name, config=config)
 
 
-def _loader_for(session: botocore.session.Session) -> "Loader":
+def _loader_for(session: botocore.session.Session) -> Loader:
     # the same search paths botocore's own create_loader() takes from AWS_DATA_PATH / data_path
     data_path = session.get_config_variable("data_path")
     extra = [os.path.expanduser(os.path.expandvars(p)) for p in data_path.split(os.pathsep)] if data_path else []
@@ -120,7 +120,7 @@ class _ServiceNames(Sequence):
             self._all = self._loader.scan_services(self._type)
         return self._all
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         return self._names()[index]
 
     def __len__(self) -> int:

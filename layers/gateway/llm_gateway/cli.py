@@ -366,10 +366,13 @@ def cmd_models_set(args: argparse.Namespace) -> int:
         raise UsageError(
             f"'{args.model}' is not in the catalog: a new model needs --provider ({', '.join(PROVIDERS)})"
         )
-    held = _price_views(current.prices) if current is not None else {"per_request": "0", "per_image": {}}
+    held: dict[str, Any] = (
+        _price_views(current.prices) if current is not None else {"per_request": "0", "per_image": {}}
+    )
     if per_request is not None:  # pools and sizes not named keep their prices, as tiers do for --rpm
-        pooled = isinstance(per_request, dict) and isinstance(held["per_request"], dict)
-        fields["per_request"] = {**held["per_request"], **per_request} if pooled else per_request
+        if isinstance(per_request, dict) and isinstance(held["per_request"], dict):
+            per_request = {**held["per_request"], **per_request}
+        fields["per_request"] = per_request
     if per_image is not None:
         fields["per_image"] = {**held["per_image"], **per_image}
     store.set_model_override(args.model, fields)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from .admission.gate import Gate
 from .admission.keys import KeyResolver
@@ -19,7 +20,6 @@ from .catalog import CatalogSource
 from .config import Settings, get_settings
 from .providers import Providers
 from .store import Store, open_store
-
 
 T = TypeVar("T")
 
@@ -77,7 +77,7 @@ class Runtime:
     blocking: Blocking = field(default_factory=lambda: Blocking(default_store_threads()))
 
     @classmethod
-    def build(cls, settings: Settings | None = None, store: Store | None = None) -> "Runtime":
+    def build(cls, settings: Settings | None = None, store: Store | None = None) -> Runtime:
         settings = settings or get_settings()
         store = store or open_store(settings.store_url)
         if settings.store_url.startswith("sqlite:"):

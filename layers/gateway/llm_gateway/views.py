@@ -75,7 +75,7 @@ def usage_page_view(page: UsagePage) -> dict[str, Any]:
         "total": page.total,
         "records": [usage_view(r) for r in page.records],
         "sum": {
-            "cost": format_micros(page.cost),
+            "cost": None if page.cost is None else format_micros(page.cost),
             "input_tokens": page.input_tokens,
             "output_tokens": page.output_tokens,
             "requests": page.requests,

@@ -78,7 +78,7 @@ def request_price(prices: Prices, pool: str | None) -> int:
     if not isinstance(prices.per_request, dict):
         return prices.per_request
     if pool in prices.per_request:
-        return prices.per_request[pool]  # type: ignore[index]
+        return prices.per_request[pool]
     raise Unpriced(
         f"no per-request price for pool '{pool}' (priced: {', '.join(sorted(prices.per_request)) or 'none'})"
     )

@@ -38,7 +38,7 @@ class Ticket:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Ticket":
+    def from_dict(cls, data: dict[str, Any]) -> Ticket:
         fields = dict(data)
         fields["prices"] = Prices(**fields["prices"])
         fields["multiplier"] = Fraction(fields["multiplier"])

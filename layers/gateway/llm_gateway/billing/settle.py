@@ -6,11 +6,10 @@ import logging
 import time
 
 from .. import logs
-from .reservation import Ticket
 from ..store.base import Store, UsageRecord
 from .cost import Unpriced, cost_micros
+from .reservation import Ticket
 from .usage import Usage
-
 
 _ATTEMPTS = 3
 

@@ -10,7 +10,8 @@ small per-second budget and listing another, so the store is not scraped or hamm
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
@@ -120,7 +121,8 @@ async def usage(request: Request, who: Caller = Depends(caller), rt: Runtime = D
     size = loose_int(query, "pageSize", minimum=1, maximum=MAX_PAGE_SIZE) or 20
     try:
         found = await rt.blocking(
-            rt.store.list_usage, who.user_id, since=since, until=until, model=model, offset=(page - 1) * size, limit=size, cursor=cursor
+            rt.store.list_usage, who.user_id, since=since, until=until, model=model, offset=(page - 1) * size,
+            limit=size, cursor=cursor,
         )
     except ValueError:  # garbled, or made for other filters (or another user)
         raise invalid("Invalid value for 'cursor': pass the next_cursor of an answer with the same filters.",

@@ -60,7 +60,9 @@ def one_of(message: str, **alternatives: Any) -> Any:
         return None
 
     members = tuple(Annotated[kind, Tag(_TAG + name)] for name, kind in alternatives.items())
-    return Annotated[Union[members], Discriminator(pick, custom_error_type="type", custom_error_message=message)]
+    # a Union built from a tuple at run time: `X | Y` cannot spell it
+    return Annotated[Union[members], Discriminator(pick, custom_error_type="type",  # noqa: UP007
+                                                   custom_error_message=message)]
 
 
 _TAGGED: set[str] = set()  # the error types of `tagged` fields
@@ -79,7 +81,7 @@ def tagged(kind: str, **variants: Any) -> Any:
     members = tuple(Annotated[shape, Tag(_TAG + name)] for name, shape in variants.items())
     expected = ", ".join(f"'{name}'" for name in variants)
     return Annotated[
-        Union[members],
+        Union[members],  # noqa: UP007
         Discriminator(pick, custom_error_type=f"{kind}_type",
                       custom_error_message=f"Input should be an object whose 'type' is one of {expected}"),
     ]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Literal, Mapping, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 import orjson
@@ -39,7 +40,7 @@ class Provider(Protocol):
                    headers: dict[str, str] | None = None) -> dict[str, Any]: ...
 
     async def stream(self, operation: str, body: dict[str, Any], *, model: str,
-                     headers: dict[str, str] | None = None) -> "EventStream": ...
+                     headers: dict[str, str] | None = None) -> EventStream: ...
 
     async def open_bytes(self, operation: str, body: dict[str, Any], *, model: str,
                          headers: dict[str, str] | None = None) -> ByteStream: ...

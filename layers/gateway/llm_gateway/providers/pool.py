@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 import httpx
 

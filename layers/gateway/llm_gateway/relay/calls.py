@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from functools import partial
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -23,11 +24,11 @@ from ..billing.settle import charge, settle, write
 from ..billing.usage import Usage
 from ..catalog import ModelSpec
 from ..errors import GatewayError
+from ..http.context import RequestContext, context
+from ..http.responses import JSON, EventStreamResponse
 from ..providers.base import Event, EventStream
 from ..runtime import Runtime
 from ..store.base import UsageRecord
-from ..http.context import RequestContext, context
-from ..http.responses import JSON, EventStreamResponse
 
 
 class StreamTranslator(Protocol):

@@ -12,9 +12,9 @@ from typing import Any
 from ..billing.usage import Usage, from_openai
 from ..catalog import ModelSpec
 from ..errors import GatewayError
+from ..http.sse import OPENAI_DONE, openai_error_events, openai_event
 from ..providers.base import Event
 from ..providers.openai import prepare_body
-from ..http.sse import OPENAI_DONE, openai_error_events, openai_event
 
 
 def _openai_text(choices: Any, legacy: bool) -> str:
@@ -65,11 +65,11 @@ class OpenAIStreamRelay:
         return openai_error_events(err)
 
 
-def openai_chat_plan(spec: ModelSpec, body: dict[str, Any], stream: bool, **_: Any) -> "OpenAIPassthrough":
+def openai_chat_plan(spec: ModelSpec, body: dict[str, Any], stream: bool, **_: Any) -> OpenAIPassthrough:
     return OpenAIPassthrough(body, spec.upstream_model, stream)
 
 
-def openai_completions_plan(spec: ModelSpec, body: dict[str, Any], stream: bool, **_: Any) -> "OpenAIPassthrough":
+def openai_completions_plan(spec: ModelSpec, body: dict[str, Any], stream: bool, **_: Any) -> OpenAIPassthrough:
     return OpenAIPassthrough(body, spec.upstream_model, stream, legacy=True)
 
 

@@ -7,7 +7,8 @@ they differ. A new wire or route is one more row here.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..catalog import ModelSpec
 from ..errors import GatewayError

@@ -9,13 +9,15 @@ by two copies of the same logic; `serve_call` runs every one of them unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from ..billing.usage import Usage, from_anthropic, from_openai
 from ..catalog import ModelSpec
 from ..errors import GatewayError
+from ..http.sse import OPENAI_DONE, anthropic_error_events, anthropic_event, openai_error_events, openai_event
 from ..providers.base import Event
 from ..providers.openai import prepare_body
 from ..translate.chat_claude import DEFAULT_MAX_TOKENS, ChatChunks, chat_to_messages, message_parts, message_to_chat
@@ -28,7 +30,6 @@ from ..translate.legacy import (
 )
 from ..translate.messages_openai import MessageEvents, chat_to_message, messages_to_chat
 from .passthrough import _openai_text
-from ..http.sse import OPENAI_DONE, anthropic_error_events, anthropic_event, openai_error_events, openai_event
 
 __all__ = [
     "TranslatedPlan",
@@ -60,11 +61,11 @@ def default_max_tokens(spec: ModelSpec) -> int:
 
 @dataclass(frozen=True)
 class Wire:
-    observe: Callable[[Event, "TranslatedStream"], None]  # usage and text from one stream event
+    observe: Callable[[Event, TranslatedStream], None]  # usage and text from one stream event
     read: Callable[[dict[str, Any]], tuple[Usage | None, str]]  # usage and text from a whole answer
 
 
-def _observe_anthropic(event: Event, stream: "TranslatedStream") -> None:
+def _observe_anthropic(event: Event, stream: TranslatedStream) -> None:
     kind = event.get("type")
     if kind == "content_block_delta":
         delta = event.get("delta") or {}
@@ -83,7 +84,7 @@ def _read_anthropic(data: dict[str, Any]) -> tuple[Usage | None, str]:
     return from_anthropic(data.get("usage")), "".join(texts + thoughts + arguments)
 
 
-def _observe_openai(event: Event, stream: "TranslatedStream") -> None:
+def _observe_openai(event: Event, stream: TranslatedStream) -> None:
     if event.get("usage"):
         stream.usage = from_openai(event["usage"])
     text = _openai_text(event.get("choices"), False)
@@ -165,7 +166,7 @@ class TranslatedPlan:
         convert: Callable[[dict[str, Any]], dict[str, Any]],
         stage: Callable[[], Stage],
         family: Family | None = None,
-    ) -> "TranslatedPlan":
+    ) -> TranslatedPlan:
         """This plan with one more conversion after its own (a legacy shape over a modern one)."""
         inner = self.convert
         return replace(

@@ -14,13 +14,12 @@ cuts the page and makes `next_cursor`.
 
 from __future__ import annotations
 
-from typing import cast
-
 import base64
 import binascii
 import json
 import re
 from dataclasses import dataclass, field
+from typing import cast
 
 from .base import UsagePage, UsageRecord
 

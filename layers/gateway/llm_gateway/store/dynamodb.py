@@ -37,14 +37,14 @@ import json
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import fields as dc_fields
 from functools import partial
-from typing import Any, Iterator
+from typing import Any
 
 from .base import (
     KEY_FIELDS,
     USER_FIELDS,
-    check_fields,
     Admission,
     AlreadyExists,
     Counter,
@@ -55,6 +55,7 @@ from .base import (
     UsagePage,
     UsageRecord,
     User,
+    check_fields,
 )
 from .cursor import UsageQuery
 
@@ -265,7 +266,7 @@ class DynamoDBStore:
         opening = [self._window_open_guess(c, now) is False for c in counters]
         hold_key = key_id is not None and reserve > 0
         for _ in range(_MAX_ATTEMPTS):
-            items = [self._counter_item(c, now, opens) for c, opens in zip(counters, opening)]
+            items = [self._counter_item(c, now, opens) for c, opens in zip(counters, opening, strict=True)]
             if reserve > 0:
                 items.append({"Update": {
                     "TableName": self.tables["users"], "Key": {"user_id": _s(user_id)},
@@ -284,7 +285,7 @@ class DynamoDBStore:
                 return Admission(True)
             reasons = self._transact(items)
             if reasons is None:
-                for counter, opens in zip(counters, opening):
+                for counter, opens in zip(counters, opening, strict=True):
                     if opens:
                         self._windows[counter.counter_id] = now
                 return Admission(True)
@@ -513,7 +514,7 @@ class DynamoDBStore:
         item = self._get("keys", _key_address(pointer["user_id"]["S"], pointer["key_id"]["S"]))
         return _decode(Key, item) if item else None
 
-    def _update(self, table: str, key: dict[str, Any], expr: "_Update", condition: str,
+    def _update(self, table: str, key: dict[str, Any], expr: _Update, condition: str,
                 missing: StoreError) -> dict[str, Any]:
         try:
             return self._client.update_item(

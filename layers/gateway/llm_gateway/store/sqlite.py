@@ -13,13 +13,13 @@ import math
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from .base import (
     KEY_FIELDS,
     USER_FIELDS,
-    check_fields,
     Admission,
     AlreadyExists,
     Counter,
@@ -29,6 +29,7 @@ from .base import (
     UsagePage,
     UsageRecord,
     User,
+    check_fields,
 )
 from .cursor import UsageQuery
 
@@ -139,7 +140,9 @@ class SQLiteStore:
 
     def init(self) -> None:
         if sqlite3.sqlite_version_info < (3, 35):
-            raise RuntimeError(f"the SQLite store needs SQLite 3.35 or newer (this Python has {sqlite3.sqlite_version})")
+            raise RuntimeError(
+                f"the SQLite store needs SQLite 3.35 or newer (this Python has {sqlite3.sqlite_version})"
+            )
         self._conn().executescript(_SCHEMA)
         if "units" not in _columns(self._conn(), "usage"):
             with self._tx() as c:  # a database made before the column existed gets it, once, under the lock

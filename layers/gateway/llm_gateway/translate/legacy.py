@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from . import text_of
 from .chat_claude import OPENING_TURN
@@ -46,7 +47,7 @@ def prompt_to_messages(prompt: str) -> tuple[str, list[dict[str, Any]]]:
     pieces = _TURN.split(prompt)
     head = pieces[0].strip()
     messages: list[dict[str, Any]] = []
-    for speaker, text in zip(pieces[1::2], pieces[2::2]):
+    for speaker, text in zip(pieces[1::2], pieces[2::2], strict=False):
         role = "user" if speaker == "Human" else "assistant"
         text = text.strip()
         if not text:
