@@ -114,7 +114,9 @@ def world(gateway):
     admin = gateway.key(user, is_admin=True)
     spare, _ = accounts.issue_key(gateway.store, user, remark="spare")
     doomed, _ = accounts.issue_key(gateway.store, user, remark="doomed")
-    return {"model": model, "user": user, "key": admin, "spare": spare.key_id, "doomed": doomed.key_id}
+    media = {kind: gateway.model(kind=kind, rpm={"regular": 1_000_000}, **prices) for kind, prices in (
+        ("embedding", {"input": "1"}), ("image", {"per_image": {"*": "0.01"}}), ("speech", {"per_1m_chars": "15"}))}
+    return {"model": model, "user": user, "key": admin, "spare": spare.key_id, "doomed": doomed.key_id, **media}
 
 
 def _routes(w: dict) -> list[tuple[str, str, str, dict]]:
@@ -147,11 +149,16 @@ def _routes(w: dict) -> list[tuple[str, str, str, dict]]:
                                                             "max_fee": 2, "is_disabled": False}),
         ("POST", f"{ADMIN}/del-api-token", "platform", {"key_id": w["doomed"]}),
         ("GET", "/api/v1/user/usage", "platform", {"since": "2026-01-01", "model": m, "page": 1, "pageSize": 5}),
+        ("POST", "/v1/embeddings", "openai", {"model": w["embedding"], "input": ["a", "b"], "dimensions": 4}),
+        ("POST", "/v1/images/generations", "openai", {"model": w["image"], "prompt": "x", "n": 1,
+                                                        "size": "1024x1024", "quality": "standard"}),
+        ("POST", "/v1/audio/speech", "openai", {"model": w["speech"], "input": "hi", "voice": "alloy",
+                                                 "response_format": "wav", "speed": 1.0}),
     ]
 
 
 ROUTE_IDS = ["chat", "completions", "claude_web", "messages", "count_tokens", "complete", "new_token",
-             "update_token", "del_token", "usage"]
+             "update_token", "del_token", "usage", "embeddings", "images", "speech"]
 
 
 @pytest.mark.parametrize("route", range(len(ROUTE_IDS)), ids=ROUTE_IDS)
