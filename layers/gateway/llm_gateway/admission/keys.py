@@ -38,10 +38,6 @@ def mask(key: str) -> str:
     return f"{key[:8]}...{key[-4:]}"
 
 
-def looks_like_key(value: str) -> bool:
-    return value.startswith(KEY_PREFIX) and len(value) == KEY_LENGTH
-
-
 def key_from_headers(authorization: str | None, x_api_key: str | None) -> str | None:
     """`Authorization: Bearer sk-…`, a bare `Authorization: sk-…`, or `x-api-key: sk-…`."""
     if authorization:

@@ -19,13 +19,6 @@ async def caller(request: Request) -> Caller:
     return await _resolve(request, key_from_headers(headers.get("authorization"), headers.get("x-api-key")))
 
 
-async def caller_or_query_key(request: Request) -> Caller:
-    """As `caller`, also accepting `?key=sk-...` (the search routes)."""
-    headers = request.headers
-    presented = key_from_headers(headers.get("authorization"), headers.get("x-api-key"))
-    return await _resolve(request, presented or request.query_params.get("key"))
-
-
 async def _resolve(request: Request, presented: str | None) -> Caller:
     """The caller, from the process's cache or else read from the store off the event loop; the
     catalog is brought up to date here too, so the request's own reads of it never wait on the store."""
