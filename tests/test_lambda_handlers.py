@@ -279,6 +279,7 @@ def test_an_oversized_body_is_the_platform_413_on_a_buffered_function(lambda_env
 @pytest.mark.parametrize("family,path,shape", [
     ("chat", "/v1/chat/completions", "openai"),
     ("messages", "/v1/messages", "anthropic"),
+    ("media", "/v1/embeddings", "openai"),
 ])
 def test_an_oversized_body_is_the_familys_413_on_a_streaming_function(web_adapter_function, lambda_env,
                                                                       family, path, shape):
@@ -356,6 +357,15 @@ def _messages_calls(client, key: str) -> None:
     assert r.status_code == 200, r.text
 
 
+def _media_calls(client, key: str) -> None:
+    auth = {"Authorization": f"Bearer {key}"}
+    for path, body in (("/v1/embeddings", {"model": "mock-embedding", "input": "hi"}),
+                       ("/v1/images/generations", {"model": "mock-image", "prompt": "a cat"}),
+                       ("/v1/audio/speech", {"model": "mock-tts", "input": "hi", "voice": "alloy"})):
+        r = client.post(path, headers=auth, json=body)
+        assert r.status_code == 200, (path, r.text)
+
+
 def _models_calls(client, key: str) -> None:
     for path in ("/v1/models", "/v1/models/mock-gpt", "/healthz"):
         r = client.get(path, headers={"Authorization": f"Bearer {key}"})
@@ -381,6 +391,7 @@ def _management_calls(client, key: str) -> None:
 @pytest.mark.parametrize("function,family,calls", [
     ("ChatFunction", "chat", _chat_calls),
     ("MessagesFunction", "messages", _messages_calls),
+    ("MediaFunction", "media", _media_calls),
     ("ModelsFunction", "models", _models_calls),
     ("ManagementFunction", "management", _management_calls),
 ])

@@ -103,7 +103,7 @@ def _walk(node: Any) -> Iterator[Any]:
 
 def test_every_streaming_route_streams(translated):
     streaming = [r for r in _routes(translated) if r[0] in _streaming()]
-    assert {r[0] for r in streaming} == {"ChatFunction", "MessagesFunction"}
+    assert {r[0] for r in streaming} == {"ChatFunction", "MessagesFunction", "MediaFunction"}
     for _, method, path, integration in streaming:
         assert integration["uri"]["Fn::Sub"].endswith("/response-streaming-invocations"), (method, path)
         assert "/2021-11-15/functions/" in integration["uri"]["Fn::Sub"], (method, path)
@@ -306,7 +306,7 @@ def test_management_has_reserved_concurrency(translated):
     assert props["ReservedConcurrentExecutions"] == {
         "Fn::If": ["ReserveManagement", {"Ref": "ManagementReservedConcurrency"}, {"Ref": "AWS::NoValue"}]}
     assert TEMPLATE["Parameters"]["ManagementReservedConcurrency"]["Default"] > 0
-    for name in ("ChatFunction", "MessagesFunction"):  # the reservation only works if chat has none of its own
+    for name in _streaming():  # the model calls share what is not reserved
         assert "ReservedConcurrentExecutions" not in translated["Resources"][name]["Properties"]
 
 
