@@ -9,6 +9,7 @@ import time
 
 import httpx
 
+from llm_gateway.runtime import Blocking
 from tests.conftest import extra_gateway
 
 
@@ -47,6 +48,8 @@ def test_a_slow_store_call_does_not_delay_another_stream_on_the_same_worker(gate
         gw.runtime.store = slowed
         gw.runtime.gate.store = slowed
         gw.runtime.keys._store = slowed
+        # a store that cannot tell which calls would wait: every call goes to a thread
+        gw.runtime.blocking = Blocking(16)
 
         arrivals: list[float] = []
         fast_body = {"model": model, "stream": True, "messages": [{"role": "user", "content": "go"}]}
@@ -74,3 +77,54 @@ def test_a_slow_store_call_does_not_delay_another_stream_on_the_same_worker(gate
     assert slow_done == [200] and slowed.slowed == 2  # the slow request did wait 2 s in the store
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
     assert len(arrivals) > 20 and max(gaps) < 0.5, f"largest gap between chunks: {max(gaps):.2f} s"
+
+
+def test_a_write_waiting_for_another_process_leaves_the_loop_free(gateway, tmp_path):
+    """SQLite's calls run on the loop while they need not wait; one that would wait for another
+    process's write lock is handed to a thread, and every stream of the worker goes on."""
+    import sqlite3
+
+    with extra_gateway(gateway, db=tmp_path / "own.db") as gw:
+        model = gw.model(behavior={"chunk_delay": 0.05, "text": "tick " * 40})
+        slow_user, fast_user = gw.user(), gw.user()
+        slow_key, fast_key = gw.key(slow_user), gw.key(fast_user)
+        arrivals: list[float] = []
+        started = threading.Event()
+
+        def read_stream() -> None:
+            body = {"model": model, "stream": True, "messages": [{"role": "user", "content": "go"}]}
+            with httpx.stream("POST", gw.base_url + "/chat/completions", json=body,
+                              headers={"Authorization": f"Bearer {fast_key}"}, timeout=30) as stream:
+                for line in stream.iter_lines():
+                    if line.startswith("data:"):
+                        arrivals.append(time.monotonic())
+                        started.set()
+
+        reader = threading.Thread(target=read_stream)
+        reader.start()
+        assert started.wait(10)  # the stream is flowing
+        other_process = sqlite3.connect(tmp_path / "own.db", isolation_level=None)
+        other_process.execute("BEGIN IMMEDIATE")  # holds the database's write lock for a second
+        locked_at = time.monotonic()
+        done: list[tuple[int, float]] = []
+
+        def slow_call() -> None:
+            r = httpx.post(gw.base_url + "/chat/completions", timeout=30,
+                           headers={"Authorization": f"Bearer {slow_key}"},
+                           json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+            done.append((r.status_code, time.monotonic() - locked_at))
+
+        caller = threading.Thread(target=slow_call)
+        caller.start()
+        time.sleep(1.0)
+        other_process.execute("COMMIT")
+        other_process.close()
+        caller.join(timeout=30)
+        reader.join(timeout=30)
+        assert len(gw.store.list_usage(slow_user).records) == 1  # it was admitted and settled all the same
+
+    assert done and done[0][0] == 200 and done[0][1] >= 0.9  # the slow call did wait for the lock
+    during = [t for t in arrivals if locked_at <= t <= locked_at + 1.0]
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    assert len(during) >= 10, f"only {len(during)} chunks arrived while the lock was held"
+    assert max(gaps) < 0.5, f"largest gap between chunks: {max(gaps):.2f} s"

@@ -129,6 +129,12 @@ class StoreError(Exception):
     pass
 
 
+class WouldWait(BaseException):  # noqa: N818 - a signal, not an error
+    """Raised by a store call made through an adapter's `attempt` when it would have to wait for a
+    lock: nothing was done, and the caller runs the call again where waiting is allowed (a thread).
+    A BaseException, so the error handling it passes through (a settlement's retries) lets it by."""
+
+
 class NotFound(StoreError):
     pass
 
