@@ -128,3 +128,29 @@ def test_a_write_waiting_for_another_process_leaves_the_loop_free(gateway, tmp_p
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
     assert len(during) >= 10, f"only {len(during)} chunks arrived while the lock was held"
     assert max(gaps) < 0.5, f"largest gap between chunks: {max(gaps):.2f} s"
+
+
+def test_a_settlement_retry_never_sleeps_on_the_loop():
+    """Run inline (a store's `attempt`), a failed settlement write does not sleep before its retry:
+    it hands the retries to a thread (WouldWait), where sleeping is harmless."""
+    import pytest
+
+    from llm_gateway.billing.settle import write
+    from llm_gateway.store.base import UsageRecord, WouldWait
+
+    class FlakyInline:
+        calls = 0
+
+        def waiting_allowed(self) -> bool:
+            return False
+
+        def settle(self, record):
+            self.calls += 1
+            raise OSError("disk hiccup")
+
+    store = FlakyInline()
+    record = UsageRecord(request_id="req_x", user_id="u", key_id="k", model="m", created_at=0.0)
+    started = time.monotonic()
+    with pytest.raises(WouldWait):
+        write(store, record)
+    assert store.calls == 1 and time.monotonic() - started < 0.04

@@ -6,7 +6,7 @@ import logging
 import time
 
 from .. import logs
-from ..store.base import Store, UsageRecord
+from ..store.base import Store, UsageRecord, WouldWait, waiting_allowed
 from .cost import Unpriced, cost_micros
 from .reservation import Ticket
 from .usage import Usage
@@ -64,13 +64,16 @@ def charge(ticket: Ticket, usage: Usage | None, status: str = "ok") -> UsageReco
 
 def write(store: Store, record: UsageRecord) -> UsageRecord:
     """Write a settlement, retried: the record's request id makes a repeat harmless. Blocking (its
-    retries sleep), so async callers run it on a thread."""
+    retries sleep), so async callers run it on a thread; run through a store's `attempt`, a failed
+    first try raises WouldWait instead of sleeping, and the retries happen on a thread."""
     for attempt in range(_ATTEMPTS):
         try:
             store.settle(record)  # idempotent per request id, so a retry after a lost reply is safe
             return record
         except Exception:  # noqa: BLE001 - the answer was produced; the charge must not vanish silently
             if attempt + 1 < _ATTEMPTS:
+                if not waiting_allowed(store):
+                    raise WouldWait from None
                 time.sleep(0.05 * (attempt + 1))
                 continue
             # The client has its answer; what it owes is in this line, for the operator to

@@ -129,6 +129,12 @@ class StoreError(Exception):
     pass
 
 
+def waiting_allowed(store: Any) -> bool:
+    """False inside a store's `attempt` (a call that must not wait: no lock waits, no retry sleeps)."""
+    allowed = getattr(store, "waiting_allowed", None)
+    return True if allowed is None else bool(allowed())
+
+
 class WouldWait(BaseException):  # noqa: N818 - a signal, not an error
     """Raised by a store call made through an adapter's `attempt` when it would have to wait for a
     lock: nothing was done, and the caller runs the call again where waiting is allowed (a thread).

@@ -139,6 +139,9 @@ class SQLiteStore:
         finally:
             self._local.now_only = False
 
+    def waiting_allowed(self) -> bool:
+        return not getattr(self._local, "now_only", False)
+
     def _conn(self) -> sqlite3.Connection:
         local = self._local
         now_only = getattr(local, "now_only", False)
