@@ -53,6 +53,17 @@ class AudioPlan:
     usage: Usage
 
 
+def _typed(body: dict[str, Any], **readers: Any) -> dict[str, Any]:
+    """A form body's text values, of the fields named, read as the numbers JSON would carry."""
+    if not isinstance(body, FormFields):
+        return body
+    out = dict(body)
+    for name, read in readers.items():
+        if name in out:
+            out[name] = read(out, name)
+    return out
+
+
 # --- embeddings -----------------------------------------------------------------------------------
 
 def _embedding_tokens(spec: ModelSpec, value: Any) -> int:
@@ -92,11 +103,7 @@ def _image_usage(data: dict[str, Any], key: str) -> Usage:
 
 @router.post("/v1/images/generations")
 async def images(request: Request, who: Caller = Depends(caller), rt: Runtime = Depends(runtime)) -> Response:
-    body = await parse_body(request, rt.settings.max_body_bytes)
-    if isinstance(body, FormFields):
-        body = dict(body)
-        if "n" in body:
-            body["n"] = loose_int(body, "n")
+    body = _typed(await parse_body(request, rt.settings.max_body_bytes), n=loose_int)
     check(ImagesRequest, body)
     spec = rt.gate.model_for(who, body["model"])
     require_kind(spec, "image", "/v1/images/generations")
@@ -119,11 +126,7 @@ async def images(request: Request, who: Caller = Depends(caller), rt: Runtime = 
 
 @router.post("/v1/audio/speech")
 async def speech(request: Request, who: Caller = Depends(caller), rt: Runtime = Depends(runtime)) -> Response:
-    body = await parse_body(request, rt.settings.max_body_bytes)
-    if isinstance(body, FormFields):
-        body = dict(body)
-        if "speed" in body:
-            body["speed"] = loose_float(body, "speed")
+    body = _typed(await parse_body(request, rt.settings.max_body_bytes), speed=loose_float)
     check(SpeechRequest, body)
     spec = rt.gate.model_for(who, body["model"])
     require_kind(spec, "speech", "/v1/audio/speech")

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import httpx
 import orjson
@@ -23,6 +23,7 @@ from ..errors import CLIENT_KINDS, GatewayError, UpstreamError, kind_for_upstrea
 from .pool import Pool, make_pool
 
 Event = dict[str, Any]
+T = TypeVar("T")
 
 # What a plan asks of a provider; each provider maps the ones it offers to its own paths.
 Operation = Literal[
@@ -212,31 +213,31 @@ class HTTPProvider:
     ) -> EventStream:
         from httpx_sse import EventSource
 
-        self.require_configured()
-        request = self._request(operation, model, body, headers, accept="text/event-stream")
-        response: httpx.Response | None = None
-        try:
-            async with asyncio.timeout(self.timeout):
-                response = await self.pool.open(*request)
-                if response.status_code >= 400:
-                    content = await response.aread()
-                    raise_for_upstream(response.status_code, content, response.headers, self.name)
-                events = self._events(EventSource(response))
-                first = await anext(events, None)
-        except BaseException as exc:
-            if response is not None:
-                await response.aclose()
-            if isinstance(exc, TRANSPORT_ERRORS):
-                raise self.failure(exc) from None
-            raise
+        async def first_event(response: httpx.Response) -> tuple[AsyncIterator[Event], Event | None]:
+            events = self._events(EventSource(response))
+            return events, await anext(events, None)
+
+        response, started = await self._open(operation, body, model, headers, "text/event-stream", first_event)
+        assert started is not None  # `first_event` ran
+        events, first = started
         return EventStream(first, events, response.aclose)
 
     async def open_bytes(
         self, operation: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
     ) -> ByteStream:
         """An answer of raw bytes (audio), its head received: errors before it are plain errors."""
+        response, _ = await self._open(operation, body, model, headers, "*/*")
+        media_type = response.headers.get("content-type", "application/octet-stream")
+        return ByteStream(media_type, self._chunks(response), response.aclose)
+
+    async def _open(
+        self, operation: str, body: dict[str, Any], model: str, headers: dict[str, str] | None, accept: str,
+        start: Callable[[httpx.Response], Awaitable[T]] | None = None,
+    ) -> tuple[httpx.Response, T | None]:
+        """The upstream's answer, unread past its head (and `start`'s first read of it), within the
+        time limit; an error status or a failure before then is a plain error, the answer closed."""
         self.require_configured()
-        request = self._request(operation, model, body, headers, accept="*/*")
+        request = self._request(operation, model, body, headers, accept=accept)
         response: httpx.Response | None = None
         try:
             async with asyncio.timeout(self.timeout):
@@ -244,14 +245,14 @@ class HTTPProvider:
                 if response.status_code >= 400:
                     content = await response.aread()
                     raise_for_upstream(response.status_code, content, response.headers, self.name)
+                started = await start(response) if start is not None else None
         except BaseException as exc:
             if response is not None:
                 await response.aclose()
             if isinstance(exc, TRANSPORT_ERRORS):
                 raise self.failure(exc) from None
             raise
-        media_type = response.headers.get("content-type", "application/octet-stream")
-        return ByteStream(media_type, self._chunks(response), response.aclose)
+        return response, started
 
     async def _chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
         try:

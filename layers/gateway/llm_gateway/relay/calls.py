@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Protocol
 
@@ -99,19 +100,12 @@ async def serve_call(
     """`expected`: what the call will use, where it is not tokens in and out (images, characters)."""
     ctx, provider, ticket = await _admitted(request, rt, caller, spec, route, input_tokens, max_output_tokens,
                                             expected)
-    started = time.perf_counter()
-    try:
+    async with _upstream(rt, ctx, ticket):
         if not stream:
             data = await provider.send(plan.operation, plan.body, model=spec.upstream_model, headers=plan.headers)
         else:
             events = await provider.stream(plan.operation, plan.body, model=spec.upstream_model,
                                            headers=plan.headers)
-    except BaseException as exc:
-        await settle_off_loop(rt, ticket, None, "error")
-        ctx.status_detail = getattr(exc, "kind", type(exc).__name__)
-        raise
-    finally:
-        ctx.upstream_s = time.perf_counter() - started
 
     if not stream:
         try:
@@ -150,15 +144,8 @@ class BytesPlan(Protocol):
 async def serve_bytes(request: Request, rt: Runtime, caller: Caller, spec: ModelSpec, plan: BytesPlan, *,
                       route: str) -> Response:
     ctx, provider, ticket = await _admitted(request, rt, caller, spec, route, 0, None, plan.usage)
-    started = time.perf_counter()
-    try:
+    async with _upstream(rt, ctx, ticket):
         answer = await provider.open_bytes(plan.operation, plan.body, model=spec.upstream_model)
-    except BaseException as exc:
-        await settle_off_loop(rt, ticket, None, "error")
-        ctx.status_detail = getattr(exc, "kind", type(exc).__name__)
-        raise
-    finally:
-        ctx.upstream_s = time.perf_counter() - started
     # The upstream accepted the call and bills it whatever becomes of the bytes: so does the gateway.
     record = await settle_off_loop(rt, ticket, plan.usage, "ok")
     if record is not None:
@@ -177,6 +164,21 @@ async def serve_bytes(request: Request, rt: Runtime, caller: Caller, spec: Model
             await asyncio.shield(answer.close())
 
     return StreamingResponse(relay(), media_type=answer.media_type)
+
+
+@asynccontextmanager
+async def _upstream(rt: Runtime, ctx: RequestContext, ticket: Ticket) -> AsyncIterator[None]:
+    """Around the wait for an upstream's answer (to its first event, on streams): its time, kept
+    apart from the gateway's own; and on any failure, the reservation released, charging nothing."""
+    started = time.perf_counter()
+    try:
+        yield
+    except BaseException as exc:
+        await settle_off_loop(rt, ticket, None, "error")
+        ctx.status_detail = getattr(exc, "kind", type(exc).__name__)
+        raise
+    finally:
+        ctx.upstream_s = time.perf_counter() - started
 
 
 async def _admitted(
