@@ -194,24 +194,8 @@ class FakeOpenAI:
     # ------------------------------------------------------------------------------------------
     # embeddings, images and speech, in OpenAI's shapes
 
-    async def _plain(self, request: Request) -> tuple[Response | None, dict, dict]:
-        raw = await request.body()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            return self._error(400, "We could not parse the JSON body of your request."), {}, {}
-        if self.record:
-            self.received.append(Received(request.url.path, dict(request.headers), body, raw))
-        if request.headers.get("authorization") != f"Bearer {self.api_key}":
-            return self._error(401, "Incorrect API key provided.", "invalid_request_error"), body, {}
-        behavior = self.behaviors.get(body.get("model"), {})
-        if behavior.get("status"):
-            status = behavior["status"]
-            return self._error(status, behavior.get("message", f"fake upstream error {status}")), body, behavior
-        return None, body, behavior
-
     async def embeddings(self, request: Request) -> Response:
-        refused, body, behavior = await self._plain(request)
+        refused, body, behavior = await self._admit(request, legacy=True)
         if refused is not None:
             return refused
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
@@ -235,7 +219,7 @@ class FakeOpenAI:
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     async def images(self, request: Request) -> Response:
-        refused, body, behavior = await self._plain(request)
+        refused, body, behavior = await self._admit(request, legacy=True)
         if refused is not None:
             return refused
         n = body.get("n") or 1
@@ -253,7 +237,7 @@ class FakeOpenAI:
                     "wav": "audio/wav", "pcm": "audio/pcm"}
 
     async def speech(self, request: Request) -> Response:
-        refused, body, behavior = await self._plain(request)
+        refused, body, behavior = await self._admit(request, legacy=True)
         if refused is not None:
             return refused
         fmt = body.get("response_format") or "mp3"
