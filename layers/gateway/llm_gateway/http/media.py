@@ -51,6 +51,7 @@ class AudioPlan:
     operation: str
     body: dict[str, Any]
     usage: Usage
+    headers: dict[str, str] | None = None
 
 
 def _typed(body: dict[str, Any], **readers: Any) -> dict[str, Any]:

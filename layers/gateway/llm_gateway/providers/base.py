@@ -154,8 +154,13 @@ class HTTPProvider:
                  accept: str = "application/json") -> tuple[str, dict[str, str], bytes]:
         """The URL, headers and body of one upstream request."""
         url = self.url(self.path(operation), model)
-        content = orjson.dumps(body)
-        return url, self.sign(url, {**_BASE_HEADERS, "accept": accept, **self.headers(headers)}, content), content
+        content, own = self.encode(body)
+        merged = {**_BASE_HEADERS, "accept": accept, **self.headers(headers), **own}
+        return url, self.sign(url, merged, content), content
+
+    def encode(self, body: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+        """The request body's bytes and the headers that describe them (JSON unless overridden)."""
+        return orjson.dumps(body), {}
 
     def path(self, operation: str) -> str:
         path = self.paths.get(operation)

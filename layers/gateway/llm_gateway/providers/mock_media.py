@@ -99,3 +99,27 @@ def speech(body: dict[str, Any]) -> tuple[str, bytes]:
     # MPEG-1 Layer III, 128 kbit/s, 44.1 kHz, mono: silent frames of 417 bytes, 26 ms each
     frame = b"\xff\xfb\x90\xc4" + bytes(413)
     return SPEECH_TYPES["mp3"], frame * max(1, int(seconds / 0.026))
+
+
+# Azure's speech formats by family: RIFF (WAV) and raw PCM the mock can make; the rest get MPEG.
+def from_ssml(body: dict[str, Any]) -> dict[str, Any]:
+    """An Azure speech call (`ssml`, `output_format`) as the speech request the mock answers."""
+    from xml.etree import ElementTree
+
+    text = " ".join("".join(ElementTree.fromstring(str(body["ssml"])).itertext()).split())
+    output = str(body.get("output_format") or "").lower()
+    fmt = "wav" if output.startswith("riff-") else "pcm" if output.startswith("raw-") else "mp3"
+    return {"input": text, "response_format": fmt}
+
+
+VOICES = [
+    {"Name": f"Microsoft Server Speech Text to Speech Voice ({locale}, {short})", "DisplayName": display,
+     "LocalName": display, "ShortName": f"{locale}-{short}", "Gender": gender, "Locale": locale,
+     "LocaleName": locale_name, "SampleRateHertz": "24000", "VoiceType": "Neural", "Status": "GA"}
+    for locale, short, display, gender, locale_name in (
+        ("en-US", "AvaMultilingualNeural", "Ava Multilingual", "Female", "English (United States)"),
+        ("en-US", "AndrewMultilingualNeural", "Andrew Multilingual", "Male", "English (United States)"),
+        ("en-GB", "SoniaNeural", "Sonia", "Female", "English (United Kingdom)"),
+        ("zh-CN", "XiaoxiaoNeural", "Xiaoxiao", "Female", "Chinese (Mandarin, Simplified)"),
+    )
+]

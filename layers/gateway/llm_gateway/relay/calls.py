@@ -140,12 +140,17 @@ class BytesPlan(Protocol):
     @property
     def usage(self) -> Usage: ...
 
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """Extra upstream headers (e.g. the audio format asked for)."""
+
 
 async def serve_bytes(request: Request, rt: Runtime, caller: Caller, spec: ModelSpec, plan: BytesPlan, *,
                       route: str) -> Response:
     ctx, provider, ticket = await _admitted(request, rt, caller, spec, route, 0, None, plan.usage)
     async with _upstream(rt, ctx, ticket):
-        answer = await provider.open_bytes(plan.operation, plan.body, model=spec.upstream_model)
+        answer = await provider.open_bytes(plan.operation, plan.body, model=spec.upstream_model,
+                                           headers=plan.headers)
     # The upstream accepted the call and bills it whatever becomes of the bytes: so does the gateway.
     record = await settle_off_loop(rt, ticket, plan.usage, "ok")
     if record is not None:
