@@ -8,7 +8,6 @@ Speech is relayed as the audio arrives.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -22,36 +21,13 @@ from ..billing.usage import Usage, from_openai, image_key
 from ..catalog import ModelSpec
 from ..errors import invalid
 from ..relay.calls import serve_bytes, serve_call
+from ..relay.passthrough import AudioPlan, JSONPlan
 from ..runtime import Runtime
 from .body import FormFields, loose_float, loose_int, parse_body
 from .deps import caller, runtime
 from .shapes import EmbeddingsRequest, ImagesRequest, SpeechRequest, check
 
 router = APIRouter()
-
-
-@dataclass(frozen=True)
-class JSONPlan:
-    """A JSON call forwarded as sent (with the upstream's model id), its usage read by `meter`."""
-
-    operation: str
-    body: dict[str, Any]
-    meter: Any  # (answer) -> Usage | None
-    headers: dict[str, str] | None = None
-
-    def reply(self, data: dict[str, Any]) -> tuple[dict[str, Any], Usage | None, str]:
-        return data, self.meter(data), ""
-
-    def translator(self) -> Any:  # pragma: no cover - these calls never stream events
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class AudioPlan:
-    operation: str
-    body: dict[str, Any]
-    usage: Usage
-    headers: dict[str, str] | None = None
 
 
 def _typed(body: dict[str, Any], **readers: Any) -> dict[str, Any]:

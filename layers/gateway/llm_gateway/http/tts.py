@@ -22,10 +22,10 @@ from ..admission.keys import Caller
 from ..billing.usage import Usage
 from ..errors import invalid
 from ..relay.calls import serve_bytes
+from ..relay.passthrough import AudioPlan
 from ..runtime import Runtime
 from .body import field, parse_body, read_body
 from .deps import caller, runtime
-from .media import AudioPlan
 from .responses import JSON
 
 router = APIRouter()

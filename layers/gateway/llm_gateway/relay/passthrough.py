@@ -7,6 +7,7 @@ client did not.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ..billing.usage import Usage, from_openai
@@ -89,3 +90,27 @@ class OpenAIPassthrough:
 
     def translator(self) -> OpenAIStreamRelay:
         return OpenAIStreamRelay(self.client_wants_usage, self.legacy)
+
+
+@dataclass(frozen=True)
+class JSONPlan:
+    """A JSON call forwarded as sent (with the upstream's model id), its usage read by `meter`."""
+
+    operation: str
+    body: dict[str, Any]
+    meter: Any  # (answer) -> Usage | None
+    headers: dict[str, str] | None = None
+
+    def reply(self, data: dict[str, Any]) -> tuple[dict[str, Any], Usage | None, str]:
+        return data, self.meter(data), ""
+
+    def translator(self) -> Any:  # pragma: no cover - these calls never stream events
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class AudioPlan:
+    operation: str
+    body: dict[str, Any]
+    usage: Usage
+    headers: dict[str, str] | None = None
