@@ -113,7 +113,7 @@ def test_every_streaming_route_streams(translated):
 
 def test_no_buffered_route_streams(translated):
     buffered = [r for r in _routes(translated) if r[0] not in _streaming()]
-    assert {r[0] for r in buffered} == {"ModelsFunction", "ManagementFunction"}
+    assert {r[0] for r in buffered} == {"ModelsFunction", "ManagementFunction", "SearchFunction"}
     for _, method, path, integration in buffered:
         assert integration["uri"]["Fn::Sub"].endswith("/invocations"), (method, path)
         assert "response-streaming" not in integration["uri"]["Fn::Sub"], (method, path)
@@ -291,7 +291,7 @@ def test_stage_and_route_throttling(translated):
               for s in per_route}
     expected = {}
     for function, method, path, _ in _routes(translated):
-        if function in _streaming():
+        if function in _streaming() or function == "SearchFunction":  # search calls are priced model calls
             expected[(method, _encoded(path))] = ("ModelCallRateLimit", "ModelCallBurstLimit")
         elif function == "ManagementFunction":
             expected[(method, _encoded(path))] = ("ManagementRateLimit", "ManagementBurstLimit")

@@ -609,3 +609,57 @@ def test_sqlite_init_adds_the_units_column_to_an_older_database(tmp_path):
     key = make_key(store, user_id)
     assert store.settle(record(user_id, key.key_id, reserved=0, cost=1, units={"characters": 9}))
     assert open_store(f"sqlite:///{path}").list_usage(user_id).records[0].units == {"characters": 9}
+
+
+# --- search answer cache ------------------------------------------------------------------------
+
+def test_cache_round_trip_is_seen_by_another_process_and_replaced_in_place(store, store_url):
+    import time
+
+    from llm_gateway.store.base import CachedAnswer
+
+    key = "k" + uuid.uuid4().hex
+    assert store.get_cached(key) is None
+    now = time.time()
+    answer = json.dumps({"organic": [{"title": "é ✓", "position": 1}]}, ensure_ascii=False)
+    assert store.put_cached(key, answer, now) is True
+    assert fresh(store_url).get_cached(key) == CachedAnswer(answer, now)
+    assert store.put_cached(key, '{"b": 2}', now + 1) is True
+    assert fresh(store_url).get_cached(key) == CachedAnswer('{"b": 2}', now + 1)
+    assert store.get_cached("other" + key) is None
+
+
+def test_cache_entries_older_than_the_longest_allowed_age_are_gone(store):
+    import time
+
+    from llm_gateway.store.base import CACHE_MAX_AGE
+
+    key = "k" + uuid.uuid4().hex
+    assert store.put_cached(key, "{}", time.time() - CACHE_MAX_AGE - 5)
+    assert store.get_cached(key) is None
+    young = "k" + uuid.uuid4().hex
+    assert store.put_cached(young, "{}", time.time() - CACHE_MAX_AGE + 60)
+    assert store.get_cached(young) is not None
+
+
+def test_cache_refuses_an_answer_over_the_size_limit(store):
+    import time
+
+    from llm_gateway.store.base import CACHE_MAX_BYTES
+
+    key = "k" + uuid.uuid4().hex
+    assert store.put_cached(key, "x" * (CACHE_MAX_BYTES + 1), time.time()) is False
+    assert store.get_cached(key) is None
+    assert store.put_cached(key, "x" * CACHE_MAX_BYTES, time.time()) is True  # the limit itself fits
+    assert len(store.get_cached(key).answer) == CACHE_MAX_BYTES
+
+
+def test_dynamodb_cache_items_carry_a_ttl(dynamo_store):
+    import time
+
+    from llm_gateway.store.base import CACHE_MAX_AGE
+
+    now = time.time()
+    assert dynamo_store.put_cached("ttl-check", "{}", now)
+    item = dynamo_store._get("counters", {"counter_id": {"S": "cache#ttl-check"}})
+    assert now + CACHE_MAX_AGE <= float(item["expires_at"]["N"]) <= now + CACHE_MAX_AGE + 2

@@ -25,6 +25,7 @@ FAMILIES: dict[str, str] = {
     "media": "llm_gateway.http.media",
     "models": "llm_gateway.http.models",
     "management": "llm_gateway.http.management",
+    "search": "llm_gateway.http.search",
 }
 
 

@@ -33,6 +33,8 @@ register("openai", "llm_gateway.providers.openai:OpenAIProvider", "openai")
 register("azure", "llm_gateway.providers.openai:AzureOpenAIProvider", "openai")
 register("anthropic", "llm_gateway.providers.anthropic:AnthropicProvider", "anthropic")
 register("mock", "llm_gateway.providers.mock:MockProvider", "openai")
+register("google-cse", "llm_gateway.providers.google_cse:GoogleCSEProvider", "openai")
+register("serper", "llm_gateway.providers.serper:SerperProvider", "openai")
 
 # Every provider a catalog entry may name.
 PROVIDERS = tuple(REGISTRY)

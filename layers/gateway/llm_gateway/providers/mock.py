@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import tokens
 from ..errors import GatewayError
-from . import mock_media
+from . import mock_media, mock_search
 from .base import ByteStream, Event, EventStream
 
 ENCODING = "o200k_base"
@@ -81,6 +81,8 @@ class MockProvider:
     async def send(
         self, operation: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
     ) -> dict[str, Any]:
+        if operation in mock_search.OPERATIONS:
+            return mock_search.answer(operation, body)
         if operation == "embeddings":
             return mock_media.embeddings(body, model)
         if operation == "images":

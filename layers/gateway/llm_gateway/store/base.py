@@ -113,6 +113,19 @@ class UsagePage:
     next_cursor: str | None = None  # continues after the last record; None when no older record matches
 
 
+# The search answer cache (API.md 5.3): an answer is served while younger than the age a request
+# allows, at most CACHE_MAX_AGE; the adapters drop entries older than that (TTL, or pruning), and
+# refuse answers larger than CACHE_MAX_BYTES (a DynamoDB item holds at most 400 KB).
+CACHE_MAX_AGE = 86_400.0
+CACHE_MAX_BYTES = 350_000
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    answer: str  # the answer as its JSON text
+    stored_at: float
+
+
 # What `update_user` / `update_key` may change; everything else is owned by admit/settle.
 USER_FIELDS = ("tier", "balance", "membership_expire_at", "key_count")
 KEY_FIELDS = ("remark", "permissions", "rpm", "is_admin", "is_disabled", "used_at", "expired_at", "max_fee")
@@ -203,6 +216,15 @@ class Store(Protocol):
         right after that page (offset must then be 0) and is stable under newer inserts; a cursor
         that is garbled or was made for another user or other filters is a ValueError.
         `with_totals=False` skips the totals so a large range costs only the page's reads."""
+
+    # search answer cache
+    def get_cached(self, cache_key: str) -> CachedAnswer | None:
+        """The answer stored under `cache_key` (a hash of the query), None when absent or older than
+        CACHE_MAX_AGE. The caller decides whether it is young enough for its request."""
+
+    def put_cached(self, cache_key: str, answer: str, stored_at: float) -> bool:
+        """Store (or replace) the answer under `cache_key`; False, storing nothing, when the answer is
+        over CACHE_MAX_BYTES (UTF-8)."""
 
     # catalog overrides
     def catalog_version(self) -> int: ...

@@ -6,7 +6,7 @@ Tables (`<prefix>` from `dynamodb://<prefix>`; all on-demand, created by `init` 
 |---|---|---|
 | `<prefix>-users` | `user_id` | one per user: tier, balance, membership_expire_at, created_at, key_count |
 | `<prefix>-keys` | `pk`, `sk` | a key at (`user#<user_id>`, `key#<key_id>`); pointers (`hash#<sha256>`, `hash`) and (`keyid#<key_id>`, `keyid`) holding its user_id and key_id |
-| `<prefix>-counters` | `counter_id` | one per rate-limit counter: window_start, hits; TTL `expires_at` |
+| `<prefix>-counters` | `counter_id` | one per rate-limit counter: window_start, hits; TTL `expires_at`. Also the search answer cache: (`cache#<hash>`) holding `answer` (JSON text) and `stored_at`, TTL `expires_at` |
 | `<prefix>-usage` | `pk`, `sk` | a record at (`user#<user_id>`, `<created_at:020.6f>#<request_id>`), its non-token `units` a map (absent when empty); a settlement guard at (`req#<request_id>`, `req`) with TTL `expires_at` |
 | `<prefix>-catalog` | `pk`, `sk` | an override at (`models`/`tiers`, name) with one `f_<field>` JSON attribute per field; the version at (`meta`, `version`) |
 
@@ -43,10 +43,13 @@ from functools import partial
 from typing import Any
 
 from .base import (
+    CACHE_MAX_AGE,
+    CACHE_MAX_BYTES,
     KEY_FIELDS,
     USER_FIELDS,
     Admission,
     AlreadyExists,
+    CachedAnswer,
     Counter,
     Key,
     KeyCapReached,
@@ -70,6 +73,7 @@ TABLES: dict[str, tuple[list[str], str | None]] = {
     "catalog": (["pk", "sk"], None),
 }
 
+_CACHE_PREFIX = "cache#"
 _GUARD_TTL = 7 * 86_400.0  # a settlement replay comes within a request's lifetime; keep guards a week
 _COUNTER_TTL_SLACK = 300.0
 _RETRYABLE = {
@@ -404,6 +408,26 @@ class DynamoDBStore:
         first = 0 if start is None else next(
             (n for n, i in enumerate(items) if i["sk"]["S"] < start["sk"]["S"]), len(items))
         return q.page(records[first + offset:first + offset + q.want], totals)
+
+    # search answer cache (items of the counters table: it has the TTL, and every function that
+    # admits a call may already read and write it) ------------------------------------------------
+    def get_cached(self, cache_key: str) -> CachedAnswer | None:
+        item = self._get("counters", {"counter_id": _s(_CACHE_PREFIX + cache_key)})
+        if not item or "answer" not in item:
+            return None
+        stored_at = float(item["stored_at"]["N"])
+        if stored_at + CACHE_MAX_AGE <= time.time():  # TTL deletion lags: expiry is decided here
+            return None
+        return CachedAnswer(item["answer"]["S"], stored_at)
+
+    def put_cached(self, cache_key: str, answer: str, stored_at: float) -> bool:
+        if len(answer.encode()) > CACHE_MAX_BYTES:
+            return False
+        self._client.put_item(TableName=self.tables["counters"], Item={
+            "counter_id": _s(_CACHE_PREFIX + cache_key), "answer": _s(answer), "stored_at": _n(stored_at),
+            "expires_at": _n(int(stored_at + CACHE_MAX_AGE) + 1),
+        })
+        return True
 
     # catalog overrides -----------------------------------------------------------------------
     def catalog_version(self) -> int:

@@ -15,15 +15,19 @@ import math
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from .base import (
+    CACHE_MAX_AGE,
+    CACHE_MAX_BYTES,
     KEY_FIELDS,
     USER_FIELDS,
     Admission,
     AlreadyExists,
+    CachedAnswer,
     Counter,
     Key,
     KeyCapReached,
@@ -93,6 +97,12 @@ CREATE TABLE IF NOT EXISTS catalog (
     fields TEXT NOT NULL,
     PRIMARY KEY (kind, name)
 );
+CREATE TABLE IF NOT EXISTS search_cache (
+    cache_key TEXT PRIMARY KEY,
+    answer TEXT NOT NULL,
+    stored_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS search_cache_by_age ON search_cache(stored_at);
 CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -406,6 +416,28 @@ class SQLiteStore:
             (*args, q.want, offset),
         ).fetchall()
         return q.page([_usage(r) for r in rows], totals)
+
+    # search answer cache -------------------------------------------------------------------
+    def get_cached(self, cache_key: str) -> CachedAnswer | None:
+        row = self._conn().execute(
+            "SELECT answer, stored_at FROM search_cache WHERE cache_key = ?", (cache_key,)
+        ).fetchone()
+        if row is None or row[1] + CACHE_MAX_AGE <= time.time():
+            return None
+        return CachedAnswer(row[0], row[1])
+
+    def put_cached(self, cache_key: str, answer: str, stored_at: float) -> bool:
+        if len(answer.encode()) > CACHE_MAX_BYTES:
+            return False
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO search_cache (cache_key, answer, stored_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(cache_key) DO UPDATE SET answer = excluded.answer, stored_at = excluded.stored_at",
+                (cache_key, answer, stored_at),
+            )
+            # what a TTL does on DynamoDB: entries no request may use any more go
+            c.execute("DELETE FROM search_cache WHERE stored_at < ?", (time.time() - CACHE_MAX_AGE,))
+        return True
 
     # catalog overrides ---------------------------------------------------------------------
     def catalog_version(self) -> int:
