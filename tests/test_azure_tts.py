@@ -135,3 +135,17 @@ def test_the_mock_speaks_azure_tts_with_no_account(gateway):
     finally:
         gateway.store.delete_model_override("azure-tts")
         gateway.runtime.catalogs.refresh()
+
+
+def test_the_default_catalog_prices_azure_tts_per_character_on_azure_speech():
+    from llm_gateway.catalog import Catalog, default_catalog
+
+    spec = Catalog(default_catalog()).get("azure-tts")
+    assert (spec.kind, spec.provider) == ("speech", "azure-speech") and spec.prices.per_1m_chars > 0
+
+
+def test_missing_azure_credentials_are_502_naming_the_setting(gateway):
+    user = gateway.user(balance="5")
+    r = _post(gateway, gateway.key(user), json={"text": "hi"})  # this gateway has no AZURE_SPEECH_* set
+    assert r.status_code == 502 and "AZURE_SPEECH_KEY" in r.json()["message"]
+    assert gateway.balance(user) == to_micros("5")

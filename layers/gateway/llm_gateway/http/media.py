@@ -26,6 +26,7 @@ from ..runtime import Runtime
 from .body import FormFields, loose_float, loose_int, parse_body
 from .deps import caller, runtime
 from .shapes import EmbeddingsRequest, ImagesRequest, SpeechRequest, check
+from .tts import router as tts_router
 
 router = APIRouter()
 
@@ -109,3 +110,8 @@ async def speech(request: Request, who: Caller = Depends(caller), rt: Runtime = 
     require_kind(spec, "speech", "/v1/audio/speech")
     plan = AudioPlan("speech", {**body, "model": spec.upstream_model}, Usage(characters=len(body["input"])))
     return await serve_bytes(request, rt, who, spec, plan, route="speech")
+
+
+# Azure text to speech streams audio as speech does, so the same family (one function on AWS) serves
+# it: its routes join this router as they are.
+router.routes.extend(tts_router.routes)

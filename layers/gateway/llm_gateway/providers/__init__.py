@@ -35,6 +35,7 @@ register("anthropic", "llm_gateway.providers.anthropic:AnthropicProvider", "anth
 register("mock", "llm_gateway.providers.mock:MockProvider", "openai")
 register("google-cse", "llm_gateway.providers.google_cse:GoogleCSEProvider", "openai")
 register("serper", "llm_gateway.providers.serper:SerperProvider", "openai")
+register("azure-speech", "llm_gateway.providers.azure_speech:AzureSpeechProvider", "openai")
 
 # Every provider a catalog entry may name.
 PROVIDERS = tuple(REGISTRY)

@@ -111,7 +111,7 @@ class MockProvider:
     ) -> ByteStream:
         if operation != "speech":
             raise GatewayError("invalid_request", f"The mock provider does not offer '{operation}' as audio.")
-        media_type, audio = mock_media.speech(body)
+        media_type, audio = mock_media.speech(mock_media.from_ssml(body) if "ssml" in body else body)
 
         async def chunks() -> AsyncGenerator[bytes, None]:
             for start in range(0, len(audio), 4096):
@@ -120,6 +120,9 @@ class MockProvider:
 
         stream = chunks()
         return ByteStream(media_type, stream, stream.aclose)
+
+    async def voices(self) -> list[dict[str, Any]]:
+        return mock_media.VOICES
 
     async def stream(
         self, operation: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
