@@ -361,9 +361,21 @@ def _media_calls(client, key: str) -> None:
     auth = {"Authorization": f"Bearer {key}"}
     for path, body in (("/v1/embeddings", {"model": "mock-embedding", "input": "hi"}),
                        ("/v1/images/generations", {"model": "mock-image", "prompt": "a cat"}),
-                       ("/v1/audio/speech", {"model": "mock-tts", "input": "hi", "voice": "alloy"})):
+                       ("/v1/audio/speech", {"model": "mock-tts", "input": "hi", "voice": "alloy"}),
+                       ("/api/v1/openapi/azure/tts/v1", {"text": "hi"})):
         r = client.post(path, headers=auth, json=body)
         assert r.status_code == 200, (path, r.text)
+    r = client.get("/api/v1/openapi/azure/tts/voices/list/v1", headers=auth)
+    assert r.status_code == 200, r.text
+
+
+def _search_calls(client, key: str) -> None:
+    auth = {"Authorization": f"Bearer {key}"}
+    for _ in range(2):  # the second answer comes from the store's cache
+        r = client.get("/api/v1/openapi/search/google-search/v1", params={"q": "iam"}, headers=auth)
+        assert r.status_code == 200, r.text
+        r = client.post("/api/v1/openapi/search/serper/v1", headers=auth, json={"q": "iam", "cache": 60})
+        assert r.status_code == 200, r.text
 
 
 def _models_calls(client, key: str) -> None:
@@ -392,11 +404,14 @@ def _management_calls(client, key: str) -> None:
     ("ChatFunction", "chat", _chat_calls),
     ("MessagesFunction", "messages", _messages_calls),
     ("MediaFunction", "media", _media_calls),
+    ("SearchFunction", "search", _search_calls),
     ("ModelsFunction", "models", _models_calls),
     ("ManagementFunction", "management", _management_calls),
 ])
 def test_each_functions_role_allows_every_dynamodb_call_of_its_family(stack, lambda_env, function, family, calls):
     _, key = admin_key(lambda_env)
+    for model in ("azure-tts", "google-search", "serper-search"):  # served with no account
+        lambda_env.set_model_override(model, {"provider": "mock"})
     client, made = _family_client(family, lambda_env)
     with client:
         calls(client, key)

@@ -295,3 +295,9 @@ def test_the_mock_provider_answers_both_searches(gw, fake_search):
         for model in ("google-search", "serper-search"):
             store.delete_model_override(model)
         gw.runtime.catalogs.refresh()
+
+
+def test_a_browser_may_read_the_cache_header(gateway):
+    r = httpx.get(gateway.url + "/api/v1/pay/model-rates", headers={"Origin": "https://app.example",
+                                                                    "Authorization": f"Bearer {gateway.key()}"})
+    assert "x-gateway-cache" in r.headers["access-control-expose-headers"].lower()

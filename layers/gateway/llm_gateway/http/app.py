@@ -89,7 +89,7 @@ def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = 
         allow_origins=list(rt.settings.cors_origins),
         allow_methods=["*"],
         allow_headers=["*"],
-        expose_headers=["x-request-id", "x-gateway-overhead-ms", "retry-after"],
+        expose_headers=["x-request-id", "x-gateway-overhead-ms", "x-gateway-cache", "retry-after"],
         max_age=600,
     )
     app.add_middleware(GatewayMiddleware, max_body_bytes=rt.settings.max_body_bytes)
