@@ -210,3 +210,22 @@ def test_malformed_speech_requests_are_400_naming_the_field(gateway, body, param
     r = _post(gateway, key, "/audio/speech", json={"model": model, **body})
     assert r.status_code == 400 and r.json()["error"]["param"] == param
     assert gateway.balance(user) == to_micros("5")
+
+
+def test_azure_openai_image_deployments_are_served_and_billed_per_image(gateway):
+    """Azure OpenAI: the deployment in the URL, the operator's key in `api-key`, an api-version."""
+    from tests.conftest import extra_gateway
+    from tests.fakes.openai_upstream import OPERATOR_KEY
+
+    env = {**gateway.runtime.settings.env, "AZURE_OPENAI_API_KEY": OPERATOR_KEY,
+           "AZURE_OPENAI_ENDPOINT": gateway.fake_openai.url}
+    with extra_gateway(gateway, env=env) as azure:
+        model = azure.model(provider="azure", kind="image", per_image=DALLE_PRICES)
+        user = azure.user(balance="5")
+        key = azure.key(user)
+        r = client(azure, key).images.generate(model=model, prompt="x", n=1, size="1024x1024", quality="standard")
+        assert r.data[0].b64_json == "iVBORw0KGgo="
+        received = gateway.fake_openai.received[-1]
+        assert received.path == f"/openai/deployments/{model}/images/generations"
+        assert received.headers["api-key"] == OPERATOR_KEY and "authorization" not in received.headers
+        assert azure.balance(user) == to_micros("5") - to_micros("0.04")

@@ -98,3 +98,20 @@ def test_transport_failures_and_missing_credentials_are_retryable_and_gateway_re
         providers.Providers(Settings()).get("openai").require_configured()
     assert unconfigured.value.retryable and "OPENAI_API_KEY" in unconfigured.value.message
     assert not GatewayError("invalid_request", "bad").retryable
+
+
+def test_azure_openai_chat_goes_to_the_deployment_with_the_operators_api_key(gateway):
+    from tests.conftest import extra_gateway
+    from tests.fakes.openai_upstream import OPERATOR_KEY
+
+    env = {**gateway.runtime.settings.env, "AZURE_OPENAI_API_KEY": OPERATOR_KEY,
+           "AZURE_OPENAI_ENDPOINT": gateway.fake_openai.url, "AZURE_OPENAI_API_VERSION": "2024-10-21"}
+    with extra_gateway(gateway, env=env) as azure:
+        model = azure.model(provider="azure", input="1", output="1")
+        key = azure.key()
+        r = httpx.post(azure.base_url + "/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                       json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "Hello from the fake upstream"
+        received = gateway.fake_openai.received[-1]
+        assert received.path == f"/openai/deployments/{model}/chat/completions"
+        assert received.headers["api-key"] == OPERATOR_KEY and key not in str(received.headers)

@@ -52,6 +52,9 @@ class FakeOpenAI:
             Route("/v1/embeddings", self.embeddings, methods=["POST"]),
             Route("/v1/images/generations", self.images, methods=["POST"]),
             Route("/v1/audio/speech", self.speech, methods=["POST"]),
+            # Azure OpenAI: the deployment in the path, the key in `api-key`, an api-version
+            Route("/openai/deployments/{deployment}/chat/completions", self.chat, methods=["POST"]),
+            Route("/openai/deployments/{deployment}/images/generations", self.images, methods=["POST"]),
         ])
 
     def requests_for(self, model: str) -> list[Received]:
@@ -70,7 +73,11 @@ class FakeOpenAI:
             return self._error(400, "We could not parse the JSON body of your request."), {}, {}
         if self.record:
             self.received.append(Received(request.url.path, dict(request.headers), body, raw))
-        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+        if request.url.path.startswith("/openai/deployments/"):  # Azure: the deployment names the model
+            body.setdefault("model", request.path_params["deployment"])
+            if request.headers.get("api-key") != self.api_key or not request.query_params.get("api-version"):
+                return self._error(401, "Access denied due to invalid subscription key.", "invalid_request_error"), body, {}
+        elif request.headers.get("authorization") != f"Bearer {self.api_key}":
             return self._error(401, "Incorrect API key provided: sk-abc***xyz.", "invalid_request_error"), body, {}
         if "model" not in body:
             return self._error(400, "you must provide a model parameter"), body, {}
