@@ -116,7 +116,16 @@ def world(gateway):
     doomed, _ = accounts.issue_key(gateway.store, user, remark="doomed")
     media = {kind: gateway.model(kind=kind, rpm={"regular": 1_000_000}, **prices) for kind, prices in (
         ("embedding", {"input": "1"}), ("image", {"per_image": {"*": "0.01"}}), ("speech", {"per_1m_chars": "15"}))}
-    return {"model": model, "user": user, "key": admin, "spare": spare.key_id, "doomed": doomed.key_id, **media}
+    # the platform's priced services, on the mock (no account) and priced, for the length of the test
+    services = {"azure-tts": {"per_1m_chars": "15"}, "google-search": {"per_request": "0.005"},
+                "serper-search": {"per_request": "0.001"}}
+    for name, prices in services.items():
+        gateway.store.set_model_override(name, {"provider": "mock", "rpm": {"regular": 1_000_000}, **prices})
+    gateway.runtime.catalogs.refresh()
+    yield {"model": model, "user": user, "key": admin, "spare": spare.key_id, "doomed": doomed.key_id, **media}
+    for name in services:
+        gateway.store.delete_model_override(name)
+    gateway.runtime.catalogs.refresh()
 
 
 def _routes(w: dict) -> list[tuple[str, str, str, dict]]:
@@ -154,11 +163,15 @@ def _routes(w: dict) -> list[tuple[str, str, str, dict]]:
                                                         "size": "1024x1024", "quality": "standard"}),
         ("POST", "/v1/audio/speech", "openai", {"model": w["speech"], "input": "hi", "voice": "alloy",
                                                  "response_format": "wav", "speed": 1.0}),
+        ("POST", "/api/v1/openapi/azure/tts/v1", "platform", {"text": "hello", "voice": "en-US-AvaMultilingualNeural"}),
+        ("GET", "/api/v1/openapi/search/google-search/v1", "platform", {"q": "cats", "num": 3, "start": 1}),
+        ("POST", "/api/v1/openapi/search/serper/v1", "platform", {"q": "cats", "gl": "us", "num": 5, "cache": 60}),
     ]
 
 
 ROUTE_IDS = ["chat", "completions", "claude_web", "messages", "count_tokens", "complete", "new_token",
-             "update_token", "del_token", "usage", "embeddings", "images", "speech"]
+             "update_token", "del_token", "usage", "embeddings", "images", "speech", "azure_tts", "google_search",
+             "serper"]
 
 
 @pytest.mark.parametrize("route", range(len(ROUTE_IDS)), ids=ROUTE_IDS)
