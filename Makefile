@@ -25,7 +25,7 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check layers/gateway/llm_gateway
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 bench: $(VENV)/.installed-test

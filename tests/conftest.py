@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -26,10 +27,10 @@ from llm_gateway.http.app import create_app  # noqa: E402
 from llm_gateway.money import to_micros  # noqa: E402
 from llm_gateway.runtime import Runtime  # noqa: E402
 from llm_gateway.store import open_store  # noqa: E402
+from tests.dynamo import dynamo_gateway, dynamo_store, moto_dynamodb  # noqa: E402,F401  (DynamoDB fixtures)
 from tests.fakes.anthropic_upstream import ANTHROPIC_OPERATOR_KEY, FakeAnthropic  # noqa: E402
 from tests.fakes.openai_upstream import OPERATOR_KEY, FakeOpenAI  # noqa: E402
 from tests.fakes.server import ServerThread  # noqa: E402
-from tests.dynamo import dynamo_gateway, dynamo_store, moto_dynamodb  # noqa: E402,F401  (DynamoDB fixtures)
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ class MotoServer:
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def start(self) -> "MotoServer":
+    def start(self) -> MotoServer:
         self._thread.start()
         return self
 

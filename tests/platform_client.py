@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 
-
 ENCODINGS = ("json", "form", "multipart")
 ADMIN = "/api/v1/user/admin"
 

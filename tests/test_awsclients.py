@@ -116,6 +116,6 @@ def test_trimmed_table_resolves_every_region_as_botocore_does(trimmed, service, 
 
 def test_layer_build_trims_for_every_service_the_gateway_uses():
     makefile = (ROOT / "layers" / "gateway" / "Makefile").read_text()
-    line = next(l for l in makefile.splitlines() if l.startswith("AWS_SERVICES :="))
+    line = next(row for row in makefile.splitlines() if row.startswith("AWS_SERVICES :="))
     assert tuple(line.split(":=")[1].split()) == awsclients.SERVICES
     assert "trim_endpoints.py" in makefile

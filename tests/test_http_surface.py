@@ -63,7 +63,7 @@ def test_cors_origins_setting_narrows_the_allowed_origins(gateway):
         assert bad.status_code == 400 and "access-control-allow-origin" not in bad.headers
 
 
-def _wait_for_lines(handler: "_Capture", request_id: str, done, within: float = 5.0) -> list[dict]:
+def _wait_for_lines(handler: _Capture, request_id: str, done, within: float = 5.0) -> list[dict]:
     """The parsed log lines of `request_id`, once `done(lines)` holds or `within` seconds have passed."""
     import json
     import time

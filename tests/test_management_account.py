@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -54,7 +54,7 @@ def test_an_expired_membership_falls_back_to_regular(gateway):
     shown = data(post(gateway.url, f"{ADMIN}/get-membership-expire-date", admin))
     assert (shown["tier"], shown["effective_tier"]) == ("premium", "regular")
     assert datetime.fromisoformat(shown["membership_expire_date"].replace("Z", "+00:00")) \
-        < datetime.now(timezone.utc)
+        < datetime.now(UTC)
 
 
 def test_no_membership_expiry_is_null(gateway):
@@ -149,7 +149,7 @@ def test_usage_cursor_walks_every_record_once_keeping_the_sums(gateway):
 def test_usage_refuses_a_cursor_it_did_not_make_for_this_listing(gateway):
     user_id = gateway.user(balance="10")
     key = gateway.key(user_id)
-    for i in range(2):
+    for _i in range(2):
         assert chat(gateway.url, key, "mock-gpt").status_code == 200
     cursor = data(get(gateway.url, "/api/v1/user/usage", key, {"pageSize": 1}))["next_cursor"]
     assert cursor

@@ -11,8 +11,8 @@ import pytest
 
 from llm_gateway.money import to_micros
 from llm_gateway.providers.pool import AiohttpPool, HttpxPool
-from tests.fakes.server import free_port
 from tests.conftest import extra_gateway
+from tests.fakes.server import free_port
 
 
 def _post(gateway, key, body, stream=False):

@@ -18,7 +18,6 @@ from tests.conftest import extra_gateway
 from tests.fakes.raw_upstream import RawUpstream
 from tests.test_upstream_failures import _sse_data
 
-
 # ---------------------------------------------------------------------------------------------
 # An upstream that closes a keep-alive connection right after answering an error leaves that
 # connection in the gateway's pool for a moment; a call that picks it up must not fail for it.

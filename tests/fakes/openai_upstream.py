@@ -210,7 +210,7 @@ class FakeOpenAI:
             inputs = [inputs]  # one array of token ids
         dims = body.get("dimensions") or 8
         data = []
-        for index, item in enumerate(inputs):
+        for index, _item in enumerate(inputs):
             vector = [round(0.1 * (index + 1) + 0.01 * d, 4) for d in range(dims)]
             if body.get("encoding_format") == "base64":
                 import base64
