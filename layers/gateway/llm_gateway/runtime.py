@@ -40,21 +40,14 @@ class Blocking:
         # handing a 50 µs call to a thread costs several times that in GIL hand-offs.
         self._attempt = attempt
 
-    def _now(self, fn: Callable[..., T], args: Any, kwargs: Any) -> tuple[bool, T | None]:
-        """(True, result) when the call ran at once; (False, None) when it must go to a thread."""
-        if self._attempt is None:
-            return False, None
-        try:
-            return True, self._attempt(fn, *args, **kwargs)
-        except WouldWait:
-            return False, None
-
     async def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         if self._pool is None:
             return fn(*args, **kwargs)
-        done, result = self._now(fn, args, kwargs)
-        if done:
-            return result  # type: ignore[return-value]
+        if self._attempt is not None:
+            try:
+                return self._attempt(fn, *args, **kwargs)  # it need not wait: done, here and now
+            except WouldWait:
+                pass
         return await asyncio.get_running_loop().run_in_executor(self._pool, partial(fn, *args, **kwargs))
 
     async def finish(self, fn: Callable[..., T], /, *args: Any, undo: Callable[[T], Any] | None = None,
@@ -65,9 +58,11 @@ class Blocking:
         settle is released)."""
         if self._pool is None:
             return fn(*args, **kwargs)
-        done, result = self._now(fn, args, kwargs)
-        if done:
-            return result  # type: ignore[return-value]
+        if self._attempt is not None:
+            try:
+                return self._attempt(fn, *args, **kwargs)
+            except WouldWait:
+                pass
         work: Future[T] = self._pool.submit(fn, *args, **kwargs)
         try:
             return await asyncio.shield(asyncio.wrap_future(work))

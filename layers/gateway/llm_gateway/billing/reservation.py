@@ -40,6 +40,7 @@ class Ticket:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Ticket:
         fields = dict(data)
-        fields["prices"] = Prices(**fields["prices"])
+        prices = {k: v for k, v in fields["prices"].items() if k != "free"}  # derived, not stored state
+        fields["prices"] = Prices(**prices)
         fields["multiplier"] = Fraction(fields["multiplier"])
         return cls(**fields)

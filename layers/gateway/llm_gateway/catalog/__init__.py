@@ -51,14 +51,17 @@ class Prices:
     per_image: dict[str, int] = field(default_factory=dict)
     per_1m_chars: int = 0
 
-    @property
-    def free(self) -> bool:
-        """No price at all: the model costs nothing and needs no funds."""
+    # Whether the model has no price at all (it costs nothing and needs no funds); set once, since
+    # admission and settlement ask it on every call.
+    free: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
         pools = self.per_request.values() if isinstance(self.per_request, dict) else [self.per_request]
-        return not (
+        free = not (
             any(getattr(self, f) for f in TOKEN_PRICES) or self.per_1m_chars or any(pools)
             or any(self.per_image.values())
         )
+        object.__setattr__(self, "free", free)
 
 
 def image_price_key(text: str) -> str:

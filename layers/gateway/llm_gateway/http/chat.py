@@ -49,7 +49,7 @@ async def serve_chat(request: Request, rt: Runtime, who: Caller, body: dict[str,
     """A chat request, validated, planned for its model and served."""
     model, _, stream = validate_chat(body)
     spec = rt.gate.model_for(who, model)
-    require_kind(spec, "chat", request.url.path)
+    require_kind(spec, "chat", request.scope["path"])
     if spec.endpoint == "completions":
         raise invalid(
             f"'{model}' is not a chat model: call it through /v1/completions.", "model"
@@ -111,7 +111,7 @@ async def completions(
         body = _typed(body)
     model, stream = validate_completions(body)
     spec = rt.gate.model_for(who, model)
-    require_kind(spec, "chat", request.url.path)
+    require_kind(spec, "chat", request.scope["path"])
     if spec.wire != "openai" and isinstance(body["prompt"], list) and len(body["prompt"]) > 1:
         raise invalid(f"'{model}' answers one prompt per request: send 'prompt' as a string.", "prompt")
     plan = plan_for("completions", spec, body, stream)

@@ -76,7 +76,7 @@ async def messages(request: Request, who: Caller = Depends(caller), rt: Runtime 
     body = await parse_body(request, rt.settings.max_body_bytes, forms=False)
     model, stream = validate_messages(body)
     spec = rt.gate.model_for(who, model)
-    require_kind(spec, "chat", request.url.path)
+    require_kind(spec, "chat", request.scope["path"])
     return await _serve_messages(request, rt, who, spec, body, stream=stream, route="messages")
 
 
@@ -86,7 +86,7 @@ async def count_tokens(request: Request, who: Caller = Depends(caller), rt: Runt
     body = await parse_body(request, rt.settings.max_body_bytes, forms=False)
     model, _ = validate_messages(body, counting=True)
     spec = rt.gate.model_for(who, model)
-    require_kind(spec, "chat", request.url.path)
+    require_kind(spec, "chat", request.scope["path"])
     body = _for_model(spec, body)
     if spec.wire != "anthropic":
         await rt.blocking(rt.gate.hit_model, who, spec)
@@ -110,7 +110,7 @@ async def complete(request: Request, who: Caller = Depends(caller), rt: Runtime 
     check(CompleteRequest, body, anthropic=True)
     model, stream = body["model"], bool(body.get("stream"))
     spec = rt.gate.model_for(who, model)
-    require_kind(spec, "chat", request.url.path)
+    require_kind(spec, "chat", request.scope["path"])
     output_allowance(spec, body, ("max_tokens_to_sample",))
     messages_body = complete_to_messages(body, model=model)
     return await _serve_messages(request, rt, who, spec, messages_body, stream=stream, route="complete", legacy=True)

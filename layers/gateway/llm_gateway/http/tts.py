@@ -56,7 +56,7 @@ async def synthesize(request: Request, who: Caller = Depends(caller), rt: Runtim
     ssml = await _ssml(request, rt)
     spoken = _spoken_characters(ssml)
     spec = rt.gate.model_for(who, MODEL)
-    require_kind(spec, "speech", request.url.path)
+    require_kind(spec, "speech", request.scope["path"])
     output_format = request.headers.get("x-microsoft-outputformat") or DEFAULT_OUTPUT_FORMAT
     plan = AudioPlan("speech", {"ssml": ssml, "output_format": output_format}, Usage(characters=spoken))
     return await serve_bytes(request, rt, who, spec, plan, route="azure_tts")
