@@ -201,3 +201,32 @@ def test_reservation_covers_every_requested_choice(gateway):
     key = gateway.key(user)
     assert post(gateway, key, chat(model, max_tokens=1000, n=3)).status_code == 402
     assert post(gateway, key, chat(model, max_tokens=1000, n=1)).status_code == 200
+
+
+def test_a_full_window_refuses_without_a_store_write_until_it_closes(gateway):
+    """Refusals cost no store write: the process remembers the full window (never admitting more)."""
+    model = gateway.model(rpm={"regular": 2})
+    user = gateway.user()
+    key = gateway.key(user)
+    store = gateway.runtime.gate.store
+    writes = []
+    real_admit = store.admit
+
+    def counted(*args, **kwargs):
+        writes.append(args[0])
+        return real_admit(*args, **kwargs)
+
+    gateway.runtime.gate.store = type("Counted", (), {"admit": staticmethod(counted)})()
+    try:
+        statuses = [post(gateway, key, chat(model)).status_code for _ in range(6)]
+        assert statuses == [200, 200, 429, 429, 429, 429]
+        assert writes.count(user) == 3  # two admitted, one refused by the store, three refused here
+        refused = post(gateway, key, chat(model))
+        assert refused.status_code == 429 and 1 <= int(refused.headers["retry-after"]) <= 60
+        # a limit raised meanwhile is the store's to judge at once
+        gateway.store.set_model_override(model, {"rpm": {"regular": 3}})
+        gateway.runtime.catalogs.refresh()
+        assert post(gateway, key, chat(model)).status_code == 200
+        assert writes.count(user) == 4
+    finally:
+        gateway.runtime.gate.store = store

@@ -7,7 +7,9 @@ The `Ticket` (billing's reservation) it returns is what billing settles, exactly
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..billing.cost import Unpriced, estimate_micros
@@ -24,6 +26,7 @@ class Gate:
     def __init__(self, store: Store, catalogs: CatalogSource) -> None:
         self.store = store
         self.catalogs = catalogs
+        self.full = FullWindows()
 
     def model_for(self, caller: Caller, name: str) -> ModelSpec:
         """403 before 404: a key limited to some models learns nothing about the others."""
@@ -69,9 +72,12 @@ class Gate:
             raise GatewayError("invalid_request", f"The model '{spec.name}' cannot price this request: {exc}.",
                                param="model") from None
         counters = _model_counters(caller, spec, catalog)
-        result = self.store.admit(caller.user_id, caller.key.key_id, counters, reserve, time.time())
+        now = time.time()
+        self.full.refuse(counters, now, lambda c, wait: _model_rate_limited(caller, spec, c, wait))
+        result = self.store.admit(caller.user_id, caller.key.key_id, counters, reserve, now)
         if not result.ok:
             if result.refused == "rate":
+                self.full.remember(counters, result.counter_id, now + result.retry_after)
                 raise _model_rate_limited(caller, spec, result.counter_id, result.retry_after)
             if result.refused == "funds_key":
                 raise GatewayError(
@@ -98,19 +104,59 @@ class Gate:
         """A free call to a model (token counting): it counts against the model's and the key's
         rate limits like any call, and reserves nothing."""
         counters = _model_counters(caller, spec, self.catalogs.current())
-        result = self.store.admit(caller.user_id, caller.key.key_id, counters, 0, time.time())
+        now = time.time()
+        self.full.refuse(counters, now, lambda c, wait: _model_rate_limited(caller, spec, c, wait))
+        result = self.store.admit(caller.user_id, caller.key.key_id, counters, 0, now)
         if not result.ok:
+            self.full.remember(counters, result.counter_id, now + result.retry_after)
             raise _model_rate_limited(caller, spec, result.counter_id, result.retry_after)
 
     def hit(self, caller: Caller, counter_id: str, limit: int, window: float) -> None:
         """A plain rate-limit hit with no money involved (platform routes' per-user limits)."""
-        result = self.store.admit(caller.user_id, None, [Counter(counter_id, limit, window)], 0, time.time())
+        counters = [Counter(counter_id, limit, window)]
+        now = time.time()
+        self.full.refuse(counters, now, lambda c, wait: _too_many(wait))
+        result = self.store.admit(caller.user_id, None, counters, 0, now)
         if not result.ok:
-            raise GatewayError(
-                "rate_limited",
-                f"Too many requests; retry in {result.retry_after} s.",
-                headers={"Retry-After": str(result.retry_after)},
-            )
+            self.full.remember(counters, result.counter_id, now + result.retry_after)
+            raise _too_many(result.retry_after)
+
+
+def _too_many(retry_after: int) -> GatewayError:
+    return GatewayError(
+        "rate_limited", f"Too many requests; retry in {retry_after} s.", headers={"Retry-After": str(retry_after)}
+    )
+
+
+class FullWindows:
+    """Rate-limit windows this process saw full, until they close: a request they would refuse is
+    refused here, with no store write (under a hot user, refusals would otherwise be most of the
+    writes on one user's items). It cannot over-admit: a window is only ever remembered as full, and
+    the store still counts every request it admits. A window is remembered with its limit, so a
+    limit raised meanwhile is asked of the store at once."""
+
+    MAX = 100_000
+
+    def __init__(self) -> None:
+        self._closes: dict[tuple[str, int], float] = {}  # (counter id, limit) -> when its window closes
+
+    def refuse(self, counters: list[Counter], now: float, refusal: Callable[[str, int], GatewayError]) -> None:
+        if not self._closes:
+            return
+        for counter in counters:
+            closes = self._closes.get((counter.counter_id, counter.limit))
+            if closes is None:
+                continue
+            if now < closes:
+                raise refusal(counter.counter_id, max(1, math.ceil(closes - now)))
+            self._closes.pop((counter.counter_id, counter.limit), None)
+
+    def remember(self, counters: list[Counter], counter_id: str | None, closes: float) -> None:
+        for counter in counters:
+            if counter.counter_id == counter_id:
+                if len(self._closes) >= self.MAX:
+                    self._closes.clear()
+                self._closes[(counter.counter_id, counter.limit)] = closes
 
 
 def require_kind(spec: ModelSpec, kind: str, route: str) -> None:
