@@ -203,10 +203,15 @@ class HTTPProvider:
                 answer = await self.pool.post(*request)
         except TRANSPORT_ERRORS as exc:
             raise self.failure(exc) from None
-        if answer.status >= 400:
-            raise_for_upstream(answer.status, answer.content, answer.headers, self.name)
+        return self.json_answer(answer.status, answer.content, answer.headers)
+
+    def json_answer(self, status: int, content: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
+        """A whole answer as the JSON object it must be: an error status mapped for the caller, an
+        answer that is not a JSON object a 502."""
+        if status >= 400:
+            raise_for_upstream(status, content, headers, self.name)
         try:
-            data = orjson.loads(answer.content)
+            data = orjson.loads(content)
         except orjson.JSONDecodeError:
             raise UpstreamError("upstream_error", f"The {self.name} provider sent an unreadable answer.") from None
         if not isinstance(data, dict):

@@ -11,11 +11,9 @@ import asyncio
 from typing import Any
 
 import httpx
-import orjson
 
 from ..config import Settings
-from ..errors import UpstreamError
-from .base import TRANSPORT_ERRORS, HTTPProvider, missing, raise_for_upstream
+from .base import TRANSPORT_ERRORS, HTTPProvider, missing
 
 DEFAULT_BASE_URL = "https://www.googleapis.com/customsearch/v1"
 
@@ -70,12 +68,4 @@ class GoogleCSEProvider(HTTPProvider):
                 )
         except TRANSPORT_ERRORS as exc:
             raise self.failure(exc) from None
-        if answer.status_code >= 400:
-            raise_for_upstream(answer.status_code, answer.content, answer.headers, self.name)
-        try:
-            data = orjson.loads(answer.content)
-        except orjson.JSONDecodeError:
-            raise UpstreamError("upstream_error", f"The {self.name} provider sent an unreadable answer.") from None
-        if not isinstance(data, dict):
-            raise UpstreamError("upstream_error", f"The {self.name} provider sent an unexpected answer.")
-        return data
+        return self.json_answer(answer.status_code, answer.content, answer.headers)
