@@ -96,20 +96,24 @@ def _search_model(rt: Runtime, who: Caller, name: str, route: str) -> ModelSpec:
 
 # --- Google Custom Search -------------------------------------------------------------------------
 
-def google_params(query: dict[str, Any]) -> dict[str, Any]:
-    """The parameters forwarded to Google: `q` and the documented optional ones, checked."""
-    params: dict[str, Any] = {"q": _text(query, "q", required=True)}
-    num = loose_int(query, "num", minimum=1, maximum=10)
-    start = loose_int(query, "start", minimum=1, maximum=100)
-    if num is not None:
-        params["num"] = num
-    if start is not None:
-        params["start"] = start
-    for name in GOOGLE_TEXT:
-        value = _text(query, name)
+def _picked(source: dict[str, Any], texts: tuple[str, ...], numbers: dict[str, tuple[int, int]]) -> dict[str, Any]:
+    """`q` (required) and the named text and bounded integer fields a search forwards, checked; the
+    fields absent or empty are left out."""
+    params: dict[str, Any] = {"q": _text(source, "q", required=True)}
+    for name in texts:
+        value = _text(source, name)
         if value is not None:
             params[name] = value
+    for name, (low, high) in numbers.items():
+        number = loose_int(source, name, minimum=low, maximum=high)
+        if number is not None:
+            params[name] = number
     return params
+
+
+def google_params(query: dict[str, Any]) -> dict[str, Any]:
+    """The parameters forwarded to Google: `q` and the documented optional ones, checked."""
+    return _picked(query, GOOGLE_TEXT, {"num": (1, 10), "start": (1, 100)})
 
 
 @router.get(GOOGLE_ROUTE)
@@ -126,17 +130,7 @@ async def google_search(request: Request, who: Caller = Depends(search_caller),
 
 def serper_params(body: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
     """The JSON body forwarded to Serper, and the cache age the request allows (None: no cache)."""
-    params: dict[str, Any] = {"q": _text(body, "q", required=True)}
-    for name in SERPER_TEXT:
-        value = _text(body, name)
-        if value is not None:
-            params[name] = value
-    page = loose_int(body, "page", minimum=1, maximum=1000)
-    num = loose_int(body, "num", minimum=1, maximum=100)
-    if page is not None:
-        params["page"] = page
-    if num is not None:
-        params["num"] = num
+    params = _picked(body, SERPER_TEXT, {"page": (1, 1000), "num": (1, 100)})
     cache = loose_int(body, "cache", minimum=1, maximum=int(CACHE_MAX_AGE))
     return params, cache
 
