@@ -216,7 +216,7 @@ def test_the_web_adapter_layer_is_named_only_where_it_is_published():
 
 def test_tables_are_on_demand_with_recovery(translated):
     tables = [r["Properties"] for r in _of_type(translated, "AWS::DynamoDB::Table").values()]
-    assert len(tables) == 5
+    assert len(tables) == 6
     for table in tables:
         assert table["BillingMode"] == "PAY_PER_REQUEST"
         assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}

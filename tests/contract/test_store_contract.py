@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from llm_gateway.store import AlreadyExists, KeyCapReached, NotFound, open_store
-from llm_gateway.store.base import Counter, Key, UsageRecord, User
+from llm_gateway.store.base import Counter, Key, TaskRecord, UsageRecord, User
 from tests.dynamo import table_prefix
 
 NOW = 1_800_000_000.0
@@ -409,6 +409,107 @@ def test_usage_records_carry_their_non_token_units(store, store_url):
     newest, plain = fresh(store_url).list_usage(user_id).records
     assert (newest.units, newest.cost) == (units, 5)
     assert (plain.units, plain.input_tokens) == ({}, 4)
+
+
+# --- asynchronous tasks ---------------------------------------------------------------------------
+
+def make_task(store, user_id: str, *, upstream_id: str | None = None, **kw) -> TaskRecord:
+    task = TaskRecord(task_id=store.next_task_id(), user_id=user_id, key_id="key_x", action="IMAGINE",
+                      provider="midjourney", upstream_id=upstream_id or uuid.uuid4().hex, submit_time=NOW,
+                      updated_at=NOW, prompt="a cat", actions=[{"customId": "MJ::JOB::upsample::1::h", "emoji": "",
+                                                                 "label": "U1"}],
+                      ticket={"request_id": "r", "reserved": 5}, **kw)
+    store.create_task(task)
+    return task
+
+
+def test_task_ids_are_integers_unique_across_processes(store, store_url):
+    def take(_: int) -> list[int]:
+        own = fresh(store_url)
+        return [own.next_task_id() for _ in range(10)]
+
+    with ThreadPoolExecutor(4) as pool:
+        ids = [i for batch in pool.map(take, range(4)) for i in batch]
+    assert all(isinstance(i, int) for i in ids) and len(set(ids)) == 40
+
+
+def test_a_task_round_trips_and_is_found_by_its_upstream_id(store, store_url):
+    user_id = make_user(store)
+    task = make_task(store, user_id, upstream_id="up-1-" + uuid.uuid4().hex)
+    other = fresh(store_url)
+    assert other.get_task(user_id, task.task_id) == task
+    assert other.find_task("midjourney", task.upstream_id) == task
+    assert other.find_task("mock", task.upstream_id) is None
+    with pytest.raises(AlreadyExists):
+        store.create_task(task)
+
+
+def test_another_users_task_is_not_found(store):
+    owner, stranger = make_user(store), make_user(store)
+    task = make_task(store, owner)
+    assert store.get_task(stranger, task.task_id) is None
+    assert store.get_task(owner, task.task_id + 10_000) is None
+
+
+def test_tasks_are_listed_newest_first_per_user_with_their_total(store):
+    user_id = make_user(store)
+    made = [make_task(store, user_id).task_id for _ in range(7)]
+    make_task(store, make_user(store))
+    total, first = store.list_tasks(user_id, offset=0, limit=5)
+    total2, second = store.list_tasks(user_id, offset=5, limit=5)
+    assert total == total2 == 7
+    assert [t.task_id for t in first + second] == sorted(made, reverse=True)
+    assert store.list_tasks("nobody") == (0, [])
+
+
+def test_a_task_only_moves_forward(store):
+    user_id = make_user(store)
+    task = make_task(store, user_id)
+    moved = store.advance_task(user_id, task.task_id, "IN_PROGRESS", 40, {"image_dc_url": "http://x/1.png"})
+    assert (moved.status, moved.progress, moved.image_dc_url, moved.prompt) == ("IN_PROGRESS", 40, "http://x/1.png", "a cat")
+    assert store.advance_task(user_id, task.task_id, "IN_PROGRESS", 40, {}) is None  # repeated
+    assert store.advance_task(user_id, task.task_id, "IN_PROGRESS", 30, {}) is None  # late
+    assert store.advance_task(user_id, task.task_id, "SUBMITTED", 90, {}) is None  # back
+    done = store.advance_task(user_id, task.task_id, "SUCCESS", 100, {"finish_time": NOW + 5, "actions": []})
+    assert (done.status, done.finish_time, done.actions) == ("SUCCESS", NOW + 5, [])
+    assert store.advance_task(user_id, task.task_id, "FAILURE", 100, {"fail_reason": "late"}) is None  # final
+    assert store.advance_task(make_user(store), task.task_id, "FAILURE", 100, {}) is None  # not theirs
+    assert store.get_task(user_id, task.task_id) == done
+
+
+def test_racing_updates_of_a_task_apply_each_step_at_most_once_and_never_move_it_back(store, store_url):
+    user_id = make_user(store)
+    task = make_task(store, user_id)
+    steps = [("IN_PROGRESS", p) for p in (10, 20, 30, 50, 70, 90)] + [("SUCCESS", 100), ("FAILURE", 100)]
+    applied: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def racer(seed: int) -> None:
+        own = fresh(store_url)
+        order = steps[seed % len(steps):] + steps[:seed % len(steps)]
+        for status, progress in order:
+            if own.advance_task(user_id, task.task_id, status, progress, {}) is not None:
+                with lock:
+                    applied.append((status, progress))
+
+    threads = [threading.Thread(target=racer, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    final = store.get_task(user_id, task.task_id)
+    assert final.status in ("SUCCESS", "FAILURE") and final.progress == 100
+    assert len(applied) == len(set(applied))  # no step applied twice
+    assert sum(1 for status, _ in applied if status in ("SUCCESS", "FAILURE")) == 1  # one final transition
+
+
+def test_a_tasks_stored_file_is_recorded(store):
+    user_id = make_user(store)
+    task = make_task(store, user_id)
+    store.set_task_file(user_id, task.task_id, "f-123")
+    assert store.get_task(user_id, task.task_id).file_id == "f-123"
+    with pytest.raises(NotFound):
+        store.set_task_file(make_user(store), task.task_id, "f-9")
 
 
 # --- catalog overrides ----------------------------------------------------------------------------

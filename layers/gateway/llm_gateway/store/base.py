@@ -126,6 +126,55 @@ class CachedAnswer:
     stored_at: float
 
 
+# Midjourney tasks (API.md 5.2). A task's status only moves forward, along this order; SUCCESS and
+# FAILURE are both final, and nothing moves a final task.
+TASK_RANKS = {"NOT_START": 0, "SUBMITTED": 1, "IN_PROGRESS": 2, "SUCCESS": 3, "FAILURE": 3}
+FINAL_RANK = 3
+
+
+@dataclass
+class TaskRecord:
+    """One asynchronous task as the store keeps it: the caller's view (Task JSON) is made from it by
+    llm_gateway.tasks. `ticket` is the reservation made at submission (billing's Ticket as a dict),
+    settled once, by whichever process sees the task reach a final status."""
+
+    task_id: int
+    user_id: str
+    key_id: str
+    action: str  # IMAGINE, UPSCALE, VARIATION, REROLL, ZOOM, PAN, BLEND, DESCRIBE
+    pool: str = "FAST"
+    status: str = "SUBMITTED"
+    progress: int = 0  # percent
+    prompt: str = ""
+    description: str = ""
+    fail_reason: str = ""
+    submit_time: float = 0.0
+    start_time: float | None = None
+    finish_time: float | None = None
+    updated_at: float = 0.0
+    webhook_url: str = ""
+    image_dc_url: str = ""
+    file_id: str = ""  # the stored copy of the image (files storage), once made
+    actions: list[dict[str, str]] = field(default_factory=list)
+    provider: str = ""
+    upstream_id: str = ""
+    parent_id: int | None = None
+    ticket: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rank(self) -> int:
+        return TASK_RANKS.get(self.status, 0)
+
+    @property
+    def final(self) -> bool:
+        return self.rank >= FINAL_RANK
+
+
+# What `advance_task` may change besides status and progress.
+TASK_FIELDS = ("prompt", "description", "fail_reason", "start_time", "finish_time", "updated_at",
+               "image_dc_url", "actions")
+
+
 # What `update_user` / `update_key` may change; everything else is owned by admit/settle.
 USER_FIELDS = ("tier", "balance", "membership_expire_at", "key_count")
 KEY_FIELDS = ("remark", "permissions", "rpm", "is_admin", "is_disabled", "used_at", "expired_at", "max_fee")
@@ -225,6 +274,31 @@ class Store(Protocol):
     def put_cached(self, cache_key: str, answer: str, stored_at: float) -> bool:
         """Store (or replace) the answer under `cache_key`; False, storing nothing, when the answer is
         over CACHE_MAX_BYTES (UTF-8)."""
+
+    # asynchronous tasks (Midjourney)
+    def next_task_id(self) -> int:
+        """A new task id: an integer never handed out before, by any process on this store."""
+
+    def create_task(self, task: TaskRecord) -> None:
+        """Store a new task (AlreadyExists if its id or its upstream id is taken)."""
+
+    def get_task(self, user_id: str, task_id: int) -> TaskRecord | None:
+        """The task if it is `user_id`'s (None for another user's, as for a missing one): one read."""
+
+    def find_task(self, provider: str, upstream_id: str) -> TaskRecord | None:
+        """The task the upstream knows as `upstream_id` (callbacks name tasks that way)."""
+
+    def list_tasks(self, user_id: str, *, offset: int = 0, limit: int = 10) -> tuple[int, list[TaskRecord]]:
+        """How many tasks the user has, and a page of them, newest (highest id) first."""
+
+    def advance_task(self, user_id: str, task_id: int, status: str, progress: int,
+                     changes: dict[str, Any]) -> TaskRecord | None:
+        """Move the task to (`status`, `progress`) with `changes` (TASK_FIELDS) in one conditional
+        write, only if that is a step forward: a higher status rank, or the same non-final rank with
+        more progress. The task as written, or None when it was not (late, repeated, or final)."""
+
+    def set_task_file(self, user_id: str, task_id: int, file_id: str) -> None:
+        """Record the stored copy of the task's image."""
 
     # catalog overrides
     def catalog_version(self) -> int: ...

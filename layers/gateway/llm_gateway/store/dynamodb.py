@@ -9,6 +9,7 @@ Tables (`<prefix>` from `dynamodb://<prefix>`; all on-demand, created by `init` 
 | `<prefix>-counters` | `counter_id` | one per rate-limit counter: window_start, hits; TTL `expires_at`. Also the search answer cache: (`cache#<hash>`) holding `answer` (JSON text) and `stored_at`, TTL `expires_at` |
 | `<prefix>-usage` | `pk`, `sk` | a record at (`user#<user_id>`, `<created_at:020.6f>#<request_id>`), its non-token `units` a map (absent when empty); a settlement guard at (`req#<request_id>`, `req`) with TTL `expires_at` |
 | `<prefix>-catalog` | `pk`, `sk` | an override at (`models`/`tiers`, name) with one `f_<field>` JSON attribute per field; the version at (`meta`, `version`) |
+| `<prefix>-tasks` | `pk`, `sk` | a task at (`user#<user_id>`, `task#<task_id:020d>`): `rank` and `progress` (what its conditional write compares) and one `f_<field>` JSON attribute per field; a pointer (`up#<provider>#<upstream id>`, `up`) to it; the id sequence at (`seq`, `task`) |
 
 Why this shape: every read the gateway makes per request is a strongly consistent `GetItem` (keys
 and users — revocation must not wait for a replica), and every list is a `Query` on a partition
@@ -45,7 +46,10 @@ from typing import Any
 from .base import (
     CACHE_MAX_AGE,
     CACHE_MAX_BYTES,
+    FINAL_RANK,
     KEY_FIELDS,
+    TASK_FIELDS,
+    TASK_RANKS,
     USER_FIELDS,
     Admission,
     AlreadyExists,
@@ -54,6 +58,7 @@ from .base import (
     Key,
     KeyCapReached,
     NotFound,
+    TaskRecord,
     StoreError,
     UsagePage,
     UsageRecord,
@@ -71,6 +76,7 @@ TABLES: dict[str, tuple[list[str], str | None]] = {
     "counters": (["counter_id"], "expires_at"),
     "usage": (["pk", "sk"], "expires_at"),
     "catalog": (["pk", "sk"], None),
+    "tasks": (["pk", "sk"], None),
 }
 
 _CACHE_PREFIX = "cache#"
@@ -429,6 +435,75 @@ class DynamoDBStore:
         })
         return True
 
+    # asynchronous tasks ----------------------------------------------------------------------
+    # A task lives in its owner's partition, so reading it needs its owner (one GetItem, and another
+    # user's id is simply not there) and a user's listing is one Query, newest first.
+    def next_task_id(self) -> int:
+        attrs = self._client.update_item(
+            TableName=self.tables["tasks"], Key={"pk": _s("seq"), "sk": _s("task")},
+            UpdateExpression="ADD n :one", ExpressionAttributeValues={":one": _n(1)}, ReturnValues="UPDATED_NEW",
+        )["Attributes"]
+        return int(attrs["n"]["N"])
+
+    def create_task(self, task: TaskRecord) -> None:
+        table = self.tables["tasks"]
+        item = {**_task_address(task.user_id, task.task_id), "rank": _n(task.rank), "progress": _n(task.progress),
+                **{"f_" + k: _s(json.dumps(v)) for k, v in task.__dict__.items()}}
+        pointer = {"pk": _s(f"up#{task.provider}#{task.upstream_id}"), "sk": _s("up"),
+                   "user_id": _s(task.user_id), "task_id": _n(task.task_id)}
+        if self._transact([_put(table, item, "attribute_not_exists(pk)"),
+                           _put(table, pointer, "attribute_not_exists(pk)")]) is not None:
+            raise AlreadyExists(f"task {task.task_id} exists")
+
+    def get_task(self, user_id: str, task_id: int) -> TaskRecord | None:
+        item = self._get("tasks", _task_address(user_id, task_id))
+        return _task(item) if item else None
+
+    def find_task(self, provider: str, upstream_id: str) -> TaskRecord | None:
+        pointer = self._get("tasks", {"pk": _s(f"up#{provider}#{upstream_id}"), "sk": _s("up")})
+        if pointer is None:
+            return None
+        return self.get_task(pointer["user_id"]["S"], int(pointer["task_id"]["N"]))
+
+    def list_tasks(self, user_id: str, *, offset: int = 0, limit: int = 10) -> tuple[int, list[TaskRecord]]:
+        condition = "pk = :pk AND begins_with(sk, :task)"
+        values = {":pk": _s(f"user#{user_id}"), ":task": _s("task#")}
+        total = 0
+        for page in self._client.get_paginator("query").paginate(
+            TableName=self.tables["tasks"], KeyConditionExpression=condition, ExpressionAttributeValues=values,
+            Select="COUNT", ConsistentRead=True,
+        ):
+            total += page["Count"]
+        items = list(self._query("tasks", condition, values, newest_first=True, at_most=offset + limit))[offset:]
+        return total, [_task(i) for i in items]
+
+    def advance_task(self, user_id: str, task_id: int, status: str, progress: int,
+                     changes: dict[str, Any]) -> TaskRecord | None:
+        check_fields(changes, TASK_FIELDS)
+        rank = TASK_RANKS[status]
+        expr = _Update()
+        expr.set("rank", rank)
+        expr.set("progress", progress)
+        for name, value in {**changes, "status": status, "progress": progress}.items():
+            expr.set("f_" + name, json.dumps(value))
+        params = expr.params()
+        params["ExpressionAttributeValues"].update({":rank": _n(rank), ":p": _n(progress), ":final": _n(FINAL_RANK)})
+        condition = ("attribute_exists(pk) AND #r < :final AND (#r < :rank OR (#r = :rank AND #p < :p))")
+        params["ExpressionAttributeNames"].update({"#r": "rank", "#p": "progress"})
+        try:
+            attrs = self._client.update_item(
+                TableName=self.tables["tasks"], Key=_task_address(user_id, task_id), ConditionExpression=condition,
+                ReturnValues="ALL_NEW", **params,
+            )["Attributes"]
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return None
+        return _task(attrs)
+
+    def set_task_file(self, user_id: str, task_id: int, file_id: str) -> None:
+        expr = _Update({"f_file_id": json.dumps(file_id)})
+        self._update("tasks", _task_address(user_id, task_id), expr, "attribute_exists(pk)",
+                     NotFound(f"no task {task_id}"))
+
     # catalog overrides -----------------------------------------------------------------------
     def catalog_version(self) -> int:
         item = self._get("catalog", {"pk": _s("meta"), "sk": _s("version")})
@@ -676,6 +751,14 @@ def _hash_address(key_hash: str) -> dict[str, Any]:
 
 def _id_address(key_id: str) -> dict[str, Any]:
     return {"pk": _s(f"keyid#{key_id}"), "sk": _s("keyid")}
+
+
+def _task_address(user_id: str, task_id: int) -> dict[str, Any]:
+    return {"pk": _s(f"user#{user_id}"), "sk": _s(f"task#{task_id:020d}")}
+
+
+def _task(item: dict[str, Any]) -> TaskRecord:
+    return TaskRecord(**{k[2:]: json.loads(v["S"]) for k, v in item.items() if k.startswith("f_")})
 
 
 def _usage_sort_key(created_at: float, request_id: str) -> str:

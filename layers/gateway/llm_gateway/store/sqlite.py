@@ -23,7 +23,10 @@ from typing import Any, TypeVar
 from .base import (
     CACHE_MAX_AGE,
     CACHE_MAX_BYTES,
+    FINAL_RANK,
     KEY_FIELDS,
+    TASK_FIELDS,
+    TASK_RANKS,
     USER_FIELDS,
     Admission,
     AlreadyExists,
@@ -32,6 +35,7 @@ from .base import (
     Key,
     KeyCapReached,
     NotFound,
+    TaskRecord,
     UsagePage,
     UsageRecord,
     User,
@@ -103,6 +107,17 @@ CREATE TABLE IF NOT EXISTS search_cache (
     stored_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS search_cache_by_age ON search_cache(stored_at);
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id INTEGER PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    upstream_id TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    progress INTEGER NOT NULL,
+    fields TEXT NOT NULL,
+    UNIQUE (provider, upstream_id)
+);
+CREATE INDEX IF NOT EXISTS tasks_by_user ON tasks(user_id, task_id);
 CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -438,6 +453,66 @@ class SQLiteStore:
             # what a TTL does on DynamoDB: entries no request may use any more go
             c.execute("DELETE FROM search_cache WHERE stored_at < ?", (time.time() - CACHE_MAX_AGE,))
         return True
+
+    # asynchronous tasks --------------------------------------------------------------------
+    # A task is one row: the columns its reads and its conditional write look at, the rest as JSON.
+    def next_task_id(self) -> int:
+        with self._tx() as c:
+            return c.execute(
+                "INSERT INTO meta (name, value) VALUES ('task_id', 1)"
+                " ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value"
+            ).fetchone()[0]
+
+    def create_task(self, task: TaskRecord) -> None:
+        try:
+            with self._tx() as c:
+                c.execute(
+                    "INSERT INTO tasks (task_id, user_id, provider, upstream_id, rank, progress, fields)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (task.task_id, task.user_id, task.provider, task.upstream_id, task.rank, task.progress,
+                     json.dumps(task.__dict__)),
+                )
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f"task {task.task_id} exists") from None
+
+    def get_task(self, user_id: str, task_id: int) -> TaskRecord | None:
+        row = self._conn().execute(
+            "SELECT fields FROM tasks WHERE task_id = ? AND user_id = ?", (task_id, user_id)).fetchone()
+        return TaskRecord(**json.loads(row[0])) if row else None
+
+    def find_task(self, provider: str, upstream_id: str) -> TaskRecord | None:
+        row = self._conn().execute(
+            "SELECT fields FROM tasks WHERE provider = ? AND upstream_id = ?", (provider, upstream_id)).fetchone()
+        return TaskRecord(**json.loads(row[0])) if row else None
+
+    def list_tasks(self, user_id: str, *, offset: int = 0, limit: int = 10) -> tuple[int, list[TaskRecord]]:
+        conn = self._conn()
+        total = conn.execute("SELECT COUNT(*) FROM tasks WHERE user_id = ?", (user_id,)).fetchone()[0]
+        rows = conn.execute(
+            "SELECT fields FROM tasks WHERE user_id = ? ORDER BY task_id DESC LIMIT ? OFFSET ?",
+            (user_id, limit, offset)).fetchall()
+        return total, [TaskRecord(**json.loads(r[0])) for r in rows]
+
+    def advance_task(self, user_id: str, task_id: int, status: str, progress: int,
+                     changes: dict[str, Any]) -> TaskRecord | None:
+        check_fields(changes, TASK_FIELDS)
+        rank = TASK_RANKS[status]
+        patch = {**changes, "status": status, "progress": progress}
+        with self._tx() as c:
+            # The condition and the write are one statement: a late update that lost a race finds the
+            # row already past it and changes nothing.
+            row = c.execute(
+                "UPDATE tasks SET rank = ?, progress = ?, fields = json_patch(fields, ?)"
+                " WHERE task_id = ? AND user_id = ? AND rank < ? AND (rank < ? OR (rank = ? AND progress < ?))"
+                " RETURNING fields",
+                (rank, progress, json.dumps(patch), task_id, user_id, FINAL_RANK, rank, rank, progress)).fetchone()
+        return TaskRecord(**json.loads(row[0])) if row else None
+
+    def set_task_file(self, user_id: str, task_id: int, file_id: str) -> None:
+        with self._tx() as c:
+            if not c.execute("UPDATE tasks SET fields = json_set(fields, '$.file_id', ?)"
+                             " WHERE task_id = ? AND user_id = ?", (file_id, task_id, user_id)).rowcount:
+                raise NotFound(f"no task {task_id}")
 
     # catalog overrides ---------------------------------------------------------------------
     def catalog_version(self) -> int:
