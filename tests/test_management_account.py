@@ -181,6 +181,64 @@ def test_usage_needs_a_key(gateway):
     refusal(get(gateway.url, "/api/v1/user/usage", None), 401, "invalid_api_key")
 
 
+# --- usage summary -------------------------------------------------------------------------------
+
+SUMMARY = "/api/v1/user/usage/summary"
+
+
+def test_usage_summary_sums_per_utc_day_and_per_model(gateway):
+    user_id = gateway.user()
+    key = gateway.key(user_id)
+    (stored,) = gateway.store.list_keys(user_id)
+    midnight = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
+    for n, (created_at, model, cost) in enumerate(((midnight - 1, "m-a", 1000), (midnight, "m-a", 2000),
+                                                   (midnight + 3600, "m-b", 4000))):
+        assert gateway.store.settle(UsageRecord(
+            request_id=f"req_{user_id}_{n}", user_id=user_id, key_id=stored.key_id, model=model,
+            created_at=created_at, cost=cost, input_tokens=3, cache_read_tokens=1, output_tokens=2))
+    assert data(get(gateway.url, SUMMARY, key)) == {  # by UTC day, the default
+        "groups": [{"key": "2026-02-28", "requests": 1, "input_tokens": 4, "output_tokens": 2, "cost": "0.001"},
+                   {"key": "2026-03-01", "requests": 2, "input_tokens": 8, "output_tokens": 4, "cost": "0.006"}],
+        "sum": {"requests": 3, "input_tokens": 12, "output_tokens": 6, "cost": "0.007"},
+    }
+    by_model = data(get(gateway.url, SUMMARY, key, {"group": "model", "since": "2026-03-01T00:00:00Z"}))
+    assert by_model == {
+        "groups": [{"key": "m-a", "requests": 1, "input_tokens": 4, "output_tokens": 2, "cost": "0.002"},
+                   {"key": "m-b", "requests": 1, "input_tokens": 4, "output_tokens": 2, "cost": "0.004"}],
+        "sum": {"requests": 2, "input_tokens": 8, "output_tokens": 4, "cost": "0.006"},
+    }
+    only_b = data(get(gateway.url, SUMMARY, key, {"model": "m-b", "until": "2026-03-02T00:00:00Z"}))
+    assert [(g["key"], g["cost"]) for g in only_b["groups"]] == [("2026-03-01", "0.004")]
+
+
+def test_usage_summary_agrees_with_the_usage_listing(gateway):
+    priced = gateway.model(provider="openai", input="2.5", output="10")
+    user_id = gateway.user(balance="10")
+    key, admin = gateway.key(user_id), gateway.key(user_id, is_admin=True)
+    for model in (priced, priced, "mock-gpt"):
+        assert chat(gateway.url, key, model).status_code == 200
+    listed = data(get(gateway.url, "/api/v1/user/usage", key))["sum"]
+    summary = data(get(gateway.url, SUMMARY, admin))  # any key of the user, admin or not
+    assert summary["sum"] == {k: listed[k] for k in ("requests", "input_tokens", "output_tokens", "cost")}
+    assert [g["key"] for g in summary["groups"]] == [datetime.now(UTC).strftime("%Y-%m-%d")]
+    by_model = data(get(gateway.url, SUMMARY, key, {"group": "model"}))["groups"]
+    assert {g["key"]: (g["requests"], g["cost"]) for g in by_model} == {
+        priced: (2, format_micros(2 * COST_PER_CALL)), "mock-gpt": (1, "0")}
+    assert data(get(gateway.url, SUMMARY, gateway.key()))["groups"] == []  # another user's key sees none of it
+
+
+@pytest.mark.parametrize("params, named", [
+    ({"group": "week"}, "group"), ({"since": "yesterday"}, "since"), ({"until": "soon"}, "until"),
+])
+def test_usage_summary_refuses_bad_parameters_naming_them(gateway, params, named):
+    message = refusal(get(gateway.url, SUMMARY, gateway.key(), params), 400, "invalid_request_error")
+    assert f"'{named}'" in message
+
+
+def test_usage_summary_needs_a_key(gateway):
+    refusal(get(gateway.url, SUMMARY, None), 401, "invalid_api_key")
+
+
 # --- model rates ---------------------------------------------------------------------------------
 
 # What a token model without audio, image or character prices shows for those: null.

@@ -411,6 +411,78 @@ def test_usage_records_carry_their_non_token_units(store, store_url):
     assert (plain.units, plain.input_tokens) == ({}, 4)
 
 
+# --- usage summaries ------------------------------------------------------------------------------
+
+MIDNIGHT = 1_799_971_200.0  # the UTC midnight before NOW: 2027-01-15T00:00:00Z
+DAY = 86_400.0
+
+
+def settle_spread(store, user_id: str, key_id: str) -> None:
+    """Five records around UTC midnights, each with 1 input, 2 cache-read, 3 cache-write and 4 output
+    tokens, costs 1, 2, 4, 8, 16 (so every subset sums differently)."""
+    spots = [(MIDNIGHT - 0.000001, "a", 1), (MIDNIGHT, "a", 2), (MIDNIGHT + DAY - 0.000001, "b", 4),
+             (MIDNIGHT + DAY, "b", 8), (MIDNIGHT + 3 * DAY + 5, "a", 16)]
+    for created_at, model, cost in spots:
+        assert store.settle(record(user_id, key_id, reserved=0, cost=cost, created_at=created_at, model=model,
+                                   input_tokens=1, cache_read_tokens=2, cache_write_tokens=3, output_tokens=4))
+
+
+def sums(summary) -> list[tuple]:
+    return [(g.key, g.requests, g.input_tokens, g.output_tokens, g.cost) for g in summary.groups]
+
+
+def test_usage_summary_sums_each_utc_day_in_order(store, store_url):
+    user_id = make_user(store)
+    key = make_key(store, user_id)
+    settle_spread(store, user_id, key.key_id)
+    store.settle(record(make_user(store), key.key_id, reserved=0, cost=999, created_at=MIDNIGHT))
+    summary = fresh(store_url).summarise_usage(user_id)
+    assert sums(summary) == [("2027-01-14", 1, 6, 4, 1), ("2027-01-15", 2, 12, 8, 6), ("2027-01-16", 1, 6, 4, 8),
+                             ("2027-01-18", 1, 6, 4, 16)]
+    total = summary.total
+    assert (total.requests, total.input_tokens, total.output_tokens, total.cost) == (5, 30, 20, 31)
+
+
+def test_usage_summary_by_model(store):
+    user_id = make_user(store)
+    key = make_key(store, user_id)
+    settle_spread(store, user_id, key.key_id)
+    assert sums(store.summarise_usage(user_id, group="model")) == [("a", 3, 18, 12, 19), ("b", 2, 12, 8, 12)]
+
+
+def test_usage_summary_honours_the_range_and_the_model(store):
+    user_id = make_user(store)
+    key = make_key(store, user_id)
+    settle_spread(store, user_id, key.key_id)
+    one_day = store.summarise_usage(user_id, since=MIDNIGHT, until=MIDNIGHT + DAY)
+    assert sums(one_day) == [("2027-01-15", 2, 12, 8, 6)]
+    assert one_day.total.cost == 6
+    assert sums(store.summarise_usage(user_id, model="b")) == [("2027-01-15", 1, 6, 4, 4), ("2027-01-16", 1, 6, 4, 8)]
+    assert sums(store.summarise_usage(user_id, since=MIDNIGHT + DAY, group="model")) == [
+        ("a", 1, 6, 4, 16), ("b", 1, 6, 4, 8)]
+    empty = store.summarise_usage("nobody")
+    assert (empty.groups, empty.total.requests, empty.total.cost) == ([], 0, 0)
+
+
+def test_usage_summary_refuses_an_unknown_grouping(store):
+    with pytest.raises(ValueError):
+        store.summarise_usage(make_user(store), group="week")
+
+
+def test_dynamodb_usage_summary_reads_only_the_records_in_range(dynamo_store):
+    store = dynamo_store
+    user_id = make_user(store)
+    key = make_key(store, user_id)
+    settle_usage(store, user_id, key.key_id, [MIDNIGHT - DAY + i for i in range(20)])  # the day before
+    settle_usage(store, user_id, key.key_id, [MIDNIGHT + i for i in range(7)])
+    settle_usage(store, user_id, key.key_id, [MIDNIGHT + DAY + i for i in range(20)])  # the day after
+    reads: list[int] = []  # items each Query read (ScannedCount), before its filter
+    store._client.meta.events.register("after-call.dynamodb.Query",
+                                       lambda parsed, **kw: reads.append(parsed["ScannedCount"]))
+    assert sums(store.summarise_usage(user_id, since=MIDNIGHT, until=MIDNIGHT + DAY)) == [("2027-01-15", 7, 0, 0, 7)]
+    assert sum(reads) == 7
+
+
 # --- asynchronous tasks ---------------------------------------------------------------------------
 
 def make_task(store, user_id: str, *, upstream_id: str | None = None, **kw) -> TaskRecord:

@@ -13,7 +13,7 @@ from typing import Any
 from .billing.cost import scaled_price
 from .catalog import ModelSpec
 from .money import format_micros
-from .store.base import Key, UsagePage, UsageRecord, User
+from .store.base import Key, UsageGroup, UsagePage, UsageRecord, UsageSummary, User
 from .times import iso
 
 
@@ -82,6 +82,16 @@ def usage_page_view(page: UsagePage) -> dict[str, Any]:
         },
         "next_cursor": page.next_cursor,
     }
+
+
+def usage_summary_view(summary: UsageSummary) -> dict[str, Any]:
+    """Usage summed per group (a UTC day or a model), in ascending order of key, and over them all."""
+
+    def sums(group: UsageGroup) -> dict[str, Any]:
+        return {"requests": group.requests, "input_tokens": group.input_tokens,
+                "output_tokens": group.output_tokens, "cost": format_micros(group.cost)}
+
+    return {"groups": [{"key": g.key, **sums(g)} for g in summary.groups], "sum": sums(summary.total)}
 
 
 def balance_view(user: User, currency: str) -> dict[str, Any]:

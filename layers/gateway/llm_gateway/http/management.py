@@ -20,8 +20,8 @@ from .. import accounts
 from ..admission.keys import Caller, permits
 from ..errors import GatewayError, invalid
 from ..runtime import Runtime
-from ..store.base import Key, KeyCapReached, NotFound, User
-from ..views import balance_view, key_view, membership_view, rate_view, usage_page_view
+from ..store.base import USAGE_GROUPS, Key, KeyCapReached, NotFound, User
+from ..views import balance_view, key_view, membership_view, rate_view, usage_page_view, usage_summary_view
 from .body import field, loose_bool, loose_int, loose_money, loose_time, parse_body
 from .deps import caller, runtime
 from .responses import platform_ok
@@ -113,9 +113,7 @@ async def balance(who: Caller = Depends(admin_caller), rt: Runtime = Depends(run
 async def usage(request: Request, who: Caller = Depends(caller), rt: Runtime = Depends(runtime)) -> Response:
     """The user's usage records, newest first; any key of the user may read them."""
     query: dict[str, Any] = dict(request.query_params)
-    since = loose_time(query, "since")
-    until = loose_time(query, "until")
-    model = query.get("model") or None
+    since, until, model = usage_filters(query)
     cursor = query.get("cursor") or None  # a previous answer's next_cursor; it replaces `page`
     page = 1 if cursor else loose_int(query, "page", minimum=1, maximum=1_000_000) or 1
     size = loose_int(query, "pageSize", minimum=1, maximum=MAX_PAGE_SIZE) or 20
@@ -128,6 +126,20 @@ async def usage(request: Request, who: Caller = Depends(caller), rt: Runtime = D
         raise invalid("Invalid value for 'cursor': pass the next_cursor of an answer with the same filters.",
                       "cursor") from None
     return platform_ok(usage_page_view(found))
+
+
+@router.get("/api/v1/user/usage/summary")
+async def usage_summary(request: Request, who: Caller = Depends(caller), rt: Runtime = Depends(runtime)) -> Response:
+    """The user's usage summed per UTC day (default) or per model: what a chart of spend over time
+    needs, without the records; any key of the user may read it."""
+    query: dict[str, Any] = dict(request.query_params)
+    since, until, model = usage_filters(query)
+    group = query.get("group") or "day"
+    if group not in USAGE_GROUPS:
+        raise invalid(f"Invalid value for 'group': use {' or '.join(USAGE_GROUPS)}.", "group")
+    summary = await rt.blocking(rt.store.summarise_usage, who.user_id, since=since, until=until, model=model,
+                                group=group)
+    return platform_ok(usage_summary_view(summary))
 
 
 @router.get("/api/v1/pay/model-rates")
@@ -143,6 +155,11 @@ async def model_rates(who: Caller = Depends(caller), rt: Runtime = Depends(runti
 
 
 # --- request fields -------------------------------------------------------------------------------
+
+def usage_filters(query: dict[str, Any]) -> tuple[float | None, float | None, str | None]:
+    """The `since`, `until` (ISO times) and `model` filters of a usage route's query."""
+    return loose_time(query, "since"), loose_time(query, "until"), query.get("model") or None
+
 
 def key_reference(body: dict[str, Any]) -> dict[str, str | None]:
     """Which key a request names: its full `key`, or its `key_id` (400 when neither)."""

@@ -12,6 +12,7 @@ Records are plain dataclasses; times are epoch seconds (float) and money is inte
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -111,6 +112,47 @@ class UsagePage:
     output_tokens: int | None
     requests: int | None
     next_cursor: str | None = None  # continues after the last record; None when no older record matches
+
+
+# How a usage summary groups records: by UTC day ("YYYY-MM-DD") or by model name.
+USAGE_GROUPS = ("day", "model")
+
+
+@dataclass
+class UsageGroup:
+    """The sums over one group of usage records (or, as a summary's `total`, over all of them).
+    `input_tokens` counts cache reads and writes too, as a usage listing's totals do."""
+
+    key: str
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: int = 0
+
+
+@dataclass
+class UsageSummary:
+    """A user's usage over a range in groups, each key once, in ascending order of key."""
+
+    groups: list[UsageGroup]
+    total: UsageGroup
+
+
+def utc_day(created_at: float) -> str:
+    """The UTC day of an epoch time, as a summary by day keys it."""
+    return time.strftime("%Y-%m-%d", time.gmtime(created_at // 86_400 * 86_400))
+
+
+def summary_of(groups: list[UsageGroup]) -> UsageSummary:
+    """A summary of `groups` (in ascending order of key), with their total."""
+    total = UsageGroup("", *(sum(getattr(g, f) for g in groups)
+                             for f in ("requests", "input_tokens", "output_tokens", "cost")))
+    return UsageSummary(groups, total)
+
+
+def check_usage_group(group: str) -> None:
+    if group not in USAGE_GROUPS:
+        raise ValueError(f"unknown usage grouping {group!r}: use one of {', '.join(USAGE_GROUPS)}")
 
 
 # The search answer cache (API.md 5.3): an answer is served while younger than the age a request
@@ -265,6 +307,19 @@ class Store(Protocol):
         right after that page (offset must then be 0) and is stable under newer inserts; a cursor
         that is garbled or was made for another user or other filters is a ValueError.
         `with_totals=False` skips the totals so a large range costs only the page's reads."""
+
+    def summarise_usage(
+        self,
+        user_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        model: str | None = None,
+        group: str = "day",
+    ) -> UsageSummary:
+        """The user's usage in [since, until) (and of `model` only, when given) summed per `group`
+        (USAGE_GROUPS: UTC day or model), reading only the records in that range; an unknown group
+        is a ValueError."""
 
     # search answer cache
     def get_cached(self, cache_key: str) -> CachedAnswer | None:

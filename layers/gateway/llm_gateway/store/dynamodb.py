@@ -60,10 +60,15 @@ from .base import (
     NotFound,
     TaskRecord,
     StoreError,
+    UsageGroup,
     UsagePage,
     UsageRecord,
+    UsageSummary,
     User,
     check_fields,
+    check_usage_group,
+    summary_of,
+    utc_day,
 )
 from .cursor import UsageQuery
 
@@ -382,24 +387,9 @@ class DynamoDBStore:
         range (one Query page per 1 MB, each billed as read) and cuts the page from it. Without them
         it reads only up to the page: Queries with `Limit`, starting after the cursor's key."""
         q = UsageQuery(user_id, since, until, model, offset, limit, cursor)
-        values: dict[str, Any] = {
-            ":pk": _s(f"user#{user_id}"),
-            ":lo": _s(_usage_sort_key(since, "") if since is not None else "0"),
-            ":hi": _s(_usage_sort_key(until, "") + "$" if until is not None else "~"),
-        }
-        filters = []
-        if since is not None:
-            filters.append("created_at >= :since")
-            values[":since"] = _n(since)
-        if until is not None:
-            filters.append("created_at < :until")
-            values[":until"] = _n(until)
-        if q.model:
-            filters.append("model = :model")
-            values[":model"] = _s(q.model)
+        values, filter = _usage_range(user_id, since, until, q.model)
         start = None if q.start_after is None else {"pk": values[":pk"], "sk": _s(_usage_sort_key(*q.start_after))}
-        reading = partial(self._query, "usage", "pk = :pk AND sk BETWEEN :lo AND :hi", values,
-                          filter=" AND ".join(filters) or None, newest_first=True)
+        reading = partial(self._query, "usage", _USAGE_RANGE, values, filter=filter, newest_first=True)
         if not with_totals:
             items = list(reading(start=start, at_most=offset + q.want))[offset:]
             return q.page([_decode(UsageRecord, i) for i in items], None)
@@ -414,6 +404,30 @@ class DynamoDBStore:
         first = 0 if start is None else next(
             (n for n, i in enumerate(items) if i["sk"]["S"] < start["sk"]["S"]), len(items))
         return q.page(records[first + offset:first + offset + q.want], totals)
+
+    def summarise_usage(
+        self,
+        user_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        model: str | None = None,
+        group: str = "day",
+    ) -> UsageSummary:
+        """DynamoDB cannot sum, so this reads the range's records (the sort key starts with the
+        time, so only those), projected to the attributes it sums, and sums them here."""
+        check_usage_group(group)
+        values, filter = _usage_range(user_id, since, until, model or None)
+        groups: dict[str, UsageGroup] = {}
+        for item in self._query("usage", _USAGE_RANGE, values, filter=filter, projection=_SUMMED):
+            key = utc_day(float(item["created_at"]["N"])) if group == "day" else item["model"]["S"]
+            g = groups.setdefault(key, UsageGroup(key))
+            count = {name: int(item[name]["N"]) if name in item else 0 for name in _SUMMED[2:]}
+            g.requests += 1
+            g.input_tokens += count["input_tokens"] + count["cache_read_tokens"] + count["cache_write_tokens"]
+            g.output_tokens += count["output_tokens"]
+            g.cost += count["cost"]
+        return summary_of([groups[k] for k in sorted(groups)])
 
     # search answer cache (items of the counters table: it has the TTL, and every function that
     # admits a call may already read and write it) ------------------------------------------------
@@ -625,16 +639,20 @@ class DynamoDBStore:
 
     def _query(self, table: str, key_condition: str, values: dict[str, Any], *, filter: str | None = None,
                newest_first: bool = False, start: dict[str, Any] | None = None,
-               at_most: int | None = None) -> Iterator[dict[str, Any]]:
+               at_most: int | None = None, projection: tuple[str, ...] | None = None) -> Iterator[dict[str, Any]]:
         """Every matching item; or, given `at_most`, no more than that many, reading about as few:
         pages sized by `Limit` (items read, before the filter) that grow only while the filter
-        leaves them short. `start` is the key the query continues after."""
+        leaves them short. `start` is the key the query continues after; `projection` names the
+        only attributes to return."""
         params: dict[str, Any] = {
             "TableName": self.tables[table], "KeyConditionExpression": key_condition,
             "ExpressionAttributeValues": values, "ConsistentRead": True, "ScanIndexForward": not newest_first,
         }
         if filter:
             params["FilterExpression"] = filter
+        if projection:
+            params["ProjectionExpression"] = ", ".join(f"#p{n}" for n in range(len(projection)))
+            params["ExpressionAttributeNames"] = {f"#p{n}": name for n, name in enumerate(projection)}
         if at_most is None:
             for page in self._client.get_paginator("query").paginate(**params):
                 yield from page["Items"]
@@ -751,6 +769,33 @@ def _hash_address(key_hash: str) -> dict[str, Any]:
 
 def _id_address(key_id: str) -> dict[str, Any]:
     return {"pk": _s(f"keyid#{key_id}"), "sk": _s("keyid")}
+
+
+# A user's usage records between two sort keys (`_usage_range` sets them), and what a summary sums.
+_USAGE_RANGE = "pk = :pk AND sk BETWEEN :lo AND :hi"
+_SUMMED = ("created_at", "model", "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "cost")
+
+
+def _usage_range(user_id: str, since: float | None, until: float | None,
+                 model: str | None) -> tuple[dict[str, Any], str | None]:
+    """The values of `_USAGE_RANGE` for a user's usage in [since, until), and the filter that keeps
+    exactly that range (the sort keys bound it to the microsecond) and one model, when given."""
+    values: dict[str, Any] = {
+        ":pk": _s(f"user#{user_id}"),
+        ":lo": _s(_usage_sort_key(since, "") if since is not None else "0"),
+        ":hi": _s(_usage_sort_key(until, "") + "$" if until is not None else "~"),
+    }
+    filters = []
+    if since is not None:
+        filters.append("created_at >= :since")
+        values[":since"] = _n(since)
+    if until is not None:
+        filters.append("created_at < :until")
+        values[":until"] = _n(until)
+    if model:
+        filters.append("model = :model")
+        values[":model"] = _s(model)
+    return values, " AND ".join(filters) or None
 
 
 def _task_address(user_id: str, task_id: int) -> dict[str, Any]:

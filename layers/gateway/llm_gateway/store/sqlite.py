@@ -36,11 +36,15 @@ from .base import (
     KeyCapReached,
     NotFound,
     TaskRecord,
+    UsageGroup,
     UsagePage,
     UsageRecord,
+    UsageSummary,
     User,
     WouldWait,
     check_fields,
+    check_usage_group,
+    summary_of,
 )
 from .cursor import UsageQuery
 
@@ -403,18 +407,7 @@ class SQLiteStore:
         with_totals: bool = True,
     ) -> UsagePage:
         q = UsageQuery(user_id, since, until, model, offset, limit, cursor)
-        where = ["user_id = ?"]
-        args: list[Any] = [user_id]
-        if since is not None:
-            where.append("created_at >= ?")
-            args.append(since)
-        if until is not None:
-            where.append("created_at < ?")
-            args.append(until)
-        if q.model:
-            where.append("model = ?")
-            args.append(q.model)
-        clause = " AND ".join(where)
+        clause, args = _usage_range(user_id, since, until, q.model)
         conn = self._conn()
         totals = None
         if with_totals:
@@ -431,6 +424,26 @@ class SQLiteStore:
             (*args, q.want, offset),
         ).fetchall()
         return q.page([_usage(r) for r in rows], totals)
+
+    def summarise_usage(
+        self,
+        user_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        model: str | None = None,
+        group: str = "day",
+    ) -> UsageSummary:
+        check_usage_group(group)
+        clause, args = _usage_range(user_id, since, until, model or None)
+        # the UTC day from whole days since the epoch, so a time just before midnight stays on its day
+        key = "date(CAST(created_at / 86400 AS INTEGER) * 86400, 'unixepoch')" if group == "day" else "model"
+        rows = self._conn().execute(
+            f"SELECT {key} AS k, COUNT(*), SUM(input_tokens + cache_read_tokens + cache_write_tokens),"
+            f" SUM(output_tokens), SUM(cost) FROM usage WHERE {clause} GROUP BY k ORDER BY k",
+            args,
+        ).fetchall()
+        return summary_of([UsageGroup(*row) for row in rows])
 
     # search answer cache -------------------------------------------------------------------
     def get_cached(self, cache_key: str) -> CachedAnswer | None:
@@ -575,6 +588,22 @@ class _Refused(Exception):
 
 def _columns(c: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in c.execute(f"PRAGMA table_info({table})")}
+
+
+def _usage_range(user_id: str, since: float | None, until: float | None, model: str | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its arguments) of a user's usage in [since, until), of one model or all."""
+    where = ["user_id = ?"]
+    args: list[Any] = [user_id]
+    if since is not None:
+        where.append("created_at >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("created_at < ?")
+        args.append(until)
+    if model:
+        where.append("model = ?")
+        args.append(model)
+    return " AND ".join(where), args
 
 
 def _usage(row: sqlite3.Row) -> UsageRecord:
