@@ -45,7 +45,10 @@ def cost_micros(prices: Prices, usage: Usage, multiplier: Fraction = Fraction(1)
     per_item = sum(n * image_price(prices, key) for key, n in usage.images.items() if n)  # micros
     if usage.requests:
         per_item += usage.requests * request_price(prices, usage.pool)
-    return _ceil(Fraction(per_unit + per_item * _PER_MILLION, _PER_MILLION) * multiplier)
+    # ceil(total / 1M × num / den) in integers: the same value as through a Fraction, at a
+    # fraction of its cost on every settled call
+    total = (per_unit + per_item * _PER_MILLION) * multiplier.numerator
+    return -((-total) // (_PER_MILLION * multiplier.denominator))
 
 
 def estimate_micros(prices: Prices, expected: Usage, multiplier: Fraction = Fraction(1)) -> int:

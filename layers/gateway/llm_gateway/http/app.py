@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,7 +28,16 @@ FAMILIES: dict[str, str] = {
     "models": "llm_gateway.http.models",
     "management": "llm_gateway.http.management",
     "search": "llm_gateway.http.search",
+    "tasks": "llm_gateway.http.tasks",
 }
+
+# FastAPI 0.160+ asks the OpenTelemetry API on every request whether a tracer, meter or logger
+# provider is configured (three environment lookups each time). The gateway writes its own log line
+# per request and traces through X-Ray on AWS; it turns that off where FastAPI has the setting.
+_NO_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {}
+)
 
 
 def _available(names: Iterable[str]) -> list[str]:
@@ -54,7 +65,8 @@ def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = 
         await rt.providers.aclose()
 
     app = FastAPI(
-        title="llm-gateway", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+        title="llm-gateway", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan,
+        **_NO_TELEMETRY,
     )
     app.state.runtime = rt
     app.state.families = names
