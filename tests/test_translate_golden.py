@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_gateway.translate import chat_claude, legacy, messages_openai
+from llm_gateway.translate import chat_claude, legacy, messages_openai, responses_claude
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -30,12 +30,17 @@ FUNCTIONS = {
     "chat_to_text_completion": lambda case, kw: legacy.chat_to_text_completion(case["input"]),
     "serialized_chat": lambda case, kw: legacy.serialized_chat(case["input"]),
     "serialized_messages": lambda case, kw: legacy.serialized_messages(case["input"], **kw),
+    "responses_to_chat": lambda case, kw: responses_claude.responses_to_chat(
+        case["input"], history=case.get("history", []), **kw),
+    "message_to_response": lambda case, kw: responses_claude.message_to_response(
+        case["input"], json_tool=case["json_tool"], **kw),
 }
 STREAMS = {
     "ChatChunks": lambda case, kw: chat_claude.ChatChunks(**kw, **case.get("options", {})),
     "MessageEvents": lambda case, kw: messages_openai.MessageEvents(**kw),
     "CompletionEvents": lambda case, kw: legacy.CompletionEvents(**kw),
     "TextCompletionChunks": lambda case, kw: legacy.TextCompletionChunks(),
+    "ResponseEvents": lambda case, kw: responses_claude.ResponseEvents(**kw, **case.get("options", {})),
 }
 
 
@@ -80,3 +85,11 @@ def test_every_legacy_request_becomes_one_the_messages_api_accepts(case):
     from tests.fakes.anthropic_upstream import validate
 
     validate({**case["expected"], "model": "claude-up"}, counting=False)
+
+
+@pytest.mark.parametrize("case", _golden("responses_to_chat"), ids=lambda c: c["name"])
+def test_every_translated_responses_request_becomes_one_the_messages_api_accepts(case):
+    from tests.fakes.anthropic_upstream import validate
+
+    request = chat_claude.chat_to_messages(case["expected"], model="claude-up")
+    validate(request.body, counting=False)

@@ -836,3 +836,76 @@ def test_dynamodb_cache_items_carry_a_ttl(dynamo_store):
     assert dynamo_store.put_cached("ttl-check", "{}", now)
     item = dynamo_store._get("counters", {"counter_id": {"S": "cache#ttl-check"}})
     assert now + CACHE_MAX_AGE <= float(item["expires_at"]["N"]) <= now + CACHE_MAX_AGE + 2
+
+
+# --- responses (API.md 3.8) ------------------------------------------------------------------------
+
+def _response(user_id: str, document: str | None, created_at: float | None = None, model: str = "m"):
+    import time
+
+    from llm_gateway.store.base import StoredResponse
+
+    return StoredResponse("resp_" + uuid.uuid4().hex, user_id, model, created_at or time.time(), document)
+
+
+def test_a_stored_response_is_seen_by_another_process_with_its_owner_and_document(store, store_url):
+    document = json.dumps({"response": {"output": [{"text": "é ✓"}]}, "input_items": []}, ensure_ascii=False)
+    kept = _response("u-owner", document, model="claude-x")
+    store.put_response(kept)
+    assert fresh(store_url).get_response(kept.response_id) == kept
+    assert store.get_response("resp_unknown" + uuid.uuid4().hex) is None
+
+
+def test_a_forwarded_response_is_only_its_owner(store, store_url):
+    kept = _response("u-owner", None, model="gpt-x")
+    store.put_response(kept)
+    assert fresh(store_url).get_response(kept.response_id) == kept
+
+
+def test_a_response_larger_than_one_dynamodb_item_round_trips(store, store_url):
+    # random text barely compresses: well over 400 KB stored, so the document spans several items
+    document = json.dumps({"blob": base64.b64encode(uuid.uuid4().bytes * 1 + bytes(range(256)) * 10).decode(),
+                           "noise": base64.b64encode(__import__("os").urandom(1_200_000)).decode()})
+    kept = _response("u-big", document)
+    store.put_response(kept)
+    assert fresh(store_url).get_response(kept.response_id).document == document
+
+
+def test_a_deleted_response_is_gone_and_deleting_again_finds_nothing(store, store_url):
+    kept = _response("u-del", json.dumps({"x": 1}) * 1)
+    big = _response("u-del", base64.b64encode(__import__("os").urandom(900_000)).decode())
+    for record in (kept, big):
+        store.put_response(record)
+        assert store.delete_response(record.response_id) is True
+        assert fresh(store_url).get_response(record.response_id) is None
+        assert store.delete_response(record.response_id) is False
+
+
+def test_responses_older_than_thirty_days_are_gone(store):
+    import time
+
+    from llm_gateway.store.base import RESPONSE_TTL
+
+    old = _response("u-old", "{}", created_at=time.time() - RESPONSE_TTL - 5)
+    store.put_response(old)
+    assert store.get_response(old.response_id) is None
+    young = _response("u-old", "{}", created_at=time.time() - RESPONSE_TTL + 60)
+    store.put_response(young)
+    assert store.get_response(young.response_id) == young
+
+
+def test_dynamodb_response_items_carry_a_ttl_and_stay_under_the_item_limit(dynamo_store):
+    import os
+    import time
+
+    from llm_gateway.store.base import RESPONSE_TTL, StoredResponse
+
+    now = time.time()
+    dynamo_store.put_response(StoredResponse("resp_ttl", "u", "m", now, base64.b64encode(os.urandom(800_000)).decode()))
+    items = dynamo_store._client.query(
+        TableName=dynamo_store.tables["usage"], KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "resp#resp_ttl"}})["Items"]
+    assert len(items) >= 3  # the head and its parts
+    for item in items:
+        assert now + RESPONSE_TTL <= float(item["expires_at"]["N"]) <= now + RESPONSE_TTL + 2
+        assert sum(len(v.get("B", b"")) for v in item.values()) <= 350_000

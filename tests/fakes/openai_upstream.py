@@ -46,7 +46,15 @@ class FakeOpenAI:
     record: bool = True  # benchmarks turn recording off
 
     def app(self) -> Starlette:
+        from tests.fakes.openai_responses_upstream import ResponsesFake
+
+        self.responses = responses = ResponsesFake(self)
         return Starlette(routes=[
+            Route("/v1/responses", responses.create, methods=["POST"]),
+            Route("/v1/responses/{response_id}", responses.get, methods=["GET"]),
+            Route("/v1/responses/{response_id}", responses.delete, methods=["DELETE"]),
+            Route("/v1/responses/{response_id}/input_items", responses.input_items, methods=["GET"]),
+            Route("/openai/v1/responses", responses.create, methods=["POST"]),  # Azure's v1 surface
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
             Route("/v1/embeddings", self.embeddings, methods=["POST"]),
@@ -73,7 +81,10 @@ class FakeOpenAI:
             return self._error(400, "We could not parse the JSON body of your request."), {}, {}
         if self.record:
             self.received.append(Received(request.url.path, dict(request.headers), body, raw))
-        if request.url.path.startswith("/openai/deployments/"):  # Azure: the deployment names the model
+        if request.url.path.startswith("/openai/v1/"):  # Azure's v1 surface: no api-version, model in the body
+            if request.headers.get("api-key") != self.api_key:
+                return self._error(401, "Access denied due to invalid subscription key.", "invalid_request_error"), body, {}
+        elif request.url.path.startswith("/openai/deployments/"):  # Azure: the deployment names the model
             body.setdefault("model", request.path_params["deployment"])
             if request.headers.get("api-key") != self.api_key or not request.query_params.get("api-version"):
                 return self._error(401, "Access denied due to invalid subscription key.", "invalid_request_error"), body, {}

@@ -152,3 +152,9 @@ async def claude_web_completion(
 
 # The model `/v1/claude/web/completion` serves when the request names none.
 CLAUDE_WEB_MODEL = "claude-2-web"
+
+
+# The Responses API is served by the chat family (one streaming function on AWS).
+from .openai_responses import router as _responses_router  # noqa: E402
+
+router.include_router(_responses_router)

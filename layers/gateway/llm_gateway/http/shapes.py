@@ -99,6 +99,7 @@ if TYPE_CHECKING:  # the unions below are built at run time; to a type checker t
     MessageContent = Any
     SystemPrompt = Any
     EmbeddingInput = Any
+    ResponseInput = Any
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Name = Annotated[str, Field(min_length=1)]
@@ -435,6 +436,23 @@ class CompleteRequest(_Shape):
 
 # --------------------------------------------------------------------------------------------------
 # errors in the caller's words
+
+
+if not TYPE_CHECKING:
+    ResponseInput = one_of("Input should be a string or an array of input items", string=str, array=list)
+
+
+class ResponsesRequest(_Shape):
+    """OpenAI Responses (API.md 3.8): what the gateway itself reads; the rest is the model's business."""
+
+    model: Name
+    input: ResponseInput | None = None
+    instructions: str | None = None
+    stream: bool | None = None
+    store: bool | None = None
+    previous_response_id: Name | None = None
+    max_output_tokens: PositiveInt | None = None
+    tools: list[dict[str, Any]] | None = None
 
 
 def check(shape: type[BaseModel], body: dict[str, Any], *, anthropic: bool = False) -> None:

@@ -15,9 +15,12 @@ def openai_event(data: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(data) + b"\n\n"
 
 
-def anthropic_event(data: dict[str, Any]) -> bytes:
-    """`event: <type>` then the data; Anthropic repeats the type inside the data object."""
+def typed_event(data: dict[str, Any]) -> bytes:
+    """`event: <type>` then the data, which repeats the type (Anthropic's events, OpenAI Responses')."""
     return b"event: " + data["type"].encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+anthropic_event = typed_event
 
 
 def openai_error_events(err: GatewayError) -> list[bytes]:

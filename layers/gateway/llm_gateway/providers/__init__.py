@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from ..config import Settings
@@ -39,6 +40,18 @@ register("azure-speech", "llm_gateway.providers.azure_speech:AzureSpeechProvider
 
 # Every provider a catalog entry may name.
 PROVIDERS = tuple(REGISTRY)
+
+
+@lru_cache(maxsize=64)
+def offers(provider: str, operation: str) -> bool:
+    """Whether the provider's upstream serves `operation` itself (its class's `paths` or `operations`)."""
+    registration = REGISTRY.get(provider)
+    if registration is None:
+        return False
+    module, _, cls = registration.factory.partition(":")
+    adapter = getattr(importlib.import_module(module), cls)
+    served = getattr(adapter, "paths", None) or getattr(adapter, "operations", None) or ()
+    return operation in served
 
 
 def default_wire(provider: str) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+import httpx
 
 from ..config import Settings
 from ..errors import UpstreamError
-from .base import Event, HTTPProvider, missing
+from .base import TRANSPORT_ERRORS, Event, HTTPProvider, missing
 
 
 class OpenAIProvider(HTTPProvider):
@@ -41,6 +44,31 @@ class OpenAIProvider(HTTPProvider):
             message = err.get("message") if isinstance(err, dict) else str(err)
             raise UpstreamError("upstream_error", f"The {self.name} provider failed mid-stream: {message}")
 
+    async def call(self, method: str, operation: str, tail: str, params: dict[str, str]) -> dict[str, Any]:
+        """A GET or DELETE of something the upstream keeps (a stored response: `tail` is
+        "/{id}" or "/{id}/input_items"), its JSON answer mapped as `send`'s is. Rare calls, so a
+        plain client rather than the pooled POST path."""
+        self.require_configured()
+        url = self.url(self.path(operation) + tail, "")
+        headers = {k: v for k, v in self.headers().items() if k != "content-type"}
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False, trust_env=False)
+        try:
+            async with asyncio.timeout(self.timeout):
+                answer = await self._client.request(method, url, params=params, headers={
+                    **headers, "accept": "application/json", "user-agent": "llm-gateway"})
+        except TRANSPORT_ERRORS as exc:
+            raise self.failure(exc) from None
+        return self.json_answer(answer.status_code, answer.content, answer.headers)
+
+    _client: httpx.AsyncClient | None = None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+        await super().aclose()
+
 
 class AzureOpenAIProvider(OpenAIProvider):
     """Azure OpenAI: the model's `upstream_model` names the deployment."""
@@ -60,6 +88,9 @@ class AzureOpenAIProvider(OpenAIProvider):
             raise missing("AZURE_OPENAI_ENDPOINT", self.name)
 
     def url(self, path: str, model: str) -> str:
+        if path.startswith("/responses"):
+            # Azure serves the Responses API on its v1 surface only: the deployment is the body's model.
+            return f"{self.endpoint}/openai/v1{path}"
         return f"{self.endpoint}/openai/deployments/{model}{path}?api-version={self.api_version}"
 
     def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:

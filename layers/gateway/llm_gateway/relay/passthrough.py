@@ -13,7 +13,7 @@ from typing import Any
 from ..billing.usage import Usage, from_openai
 from ..catalog import ModelSpec
 from ..errors import GatewayError
-from ..http.sse import OPENAI_DONE, openai_error_events, openai_event
+from ..http.sse import OPENAI_DONE, openai_error_events, openai_event, typed_event
 from ..providers.base import Event
 from ..providers.openai import prepare_body
 
@@ -114,3 +114,76 @@ class AudioPlan:
     body: dict[str, Any]
     usage: Usage
     headers: dict[str, str] | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# OpenAI Responses (API.md 3.8), forwarded: every field as sent; usage from the final response
+
+
+def _responses_text(output: Any) -> str:
+    """The output text and call arguments of a Response's output items (the fallback for counting)."""
+    parts: list[str] = []
+    for item in output or ():
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "function_call":
+            parts.append(str(item.get("arguments") or ""))
+        for part in item.get("content") or ():
+            if isinstance(part, dict) and part.get("type") == "output_text":
+                parts.append(str(part.get("text") or ""))
+    return "".join(parts)
+
+
+# The events whose `response` carries the final usage.
+_RESPONSE_ENDS = ("response.completed", "response.incomplete", "response.failed")
+
+
+class OpenAIResponsesRelay:
+    """Relays a Responses stream as sent; notes the response id (its owner is recorded before the
+    client sees it) and the usage of the final response."""
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self.texts: list[str] = []
+        self.response_id: str | None = None
+        self.sequence = -1
+
+    def feed(self, event: Event) -> list[bytes]:
+        kind = event.get("type")
+        if isinstance(event.get("sequence_number"), int):
+            self.sequence = event["sequence_number"]
+        if kind in ("response.output_text.delta", "response.function_call_arguments.delta"):
+            self.texts.append(str(event.get("delta") or ""))
+        elif kind == "response.created":
+            self.response_id = (event.get("response") or {}).get("id")
+        elif kind in _RESPONSE_ENDS:
+            self.usage = from_openai((event.get("response") or {}).get("usage")) or self.usage
+        return [typed_event(event)]
+
+    def finish(self) -> list[bytes]:
+        return []
+
+    def fail(self, err: GatewayError) -> list[bytes]:
+        error = err.body("openai")["error"]
+        return [typed_event({"type": "error", "code": error["code"], "message": error["message"], "param": None,
+                             "sequence_number": self.sequence + 1})]
+
+
+class OpenAIResponsesPassthrough:
+    """`/v1/responses` served by an upstream that speaks it: the body forwarded whole."""
+
+    operation = "responses"
+    headers = None
+
+    def __init__(self, body: dict[str, Any], upstream_model: str) -> None:
+        self.body = {**body, "model": upstream_model}
+
+    def reply(self, data: dict[str, Any]) -> tuple[dict[str, Any], Usage | None, str]:
+        return data, from_openai(data.get("usage")), _responses_text(data.get("output"))
+
+    def translator(self) -> OpenAIResponsesRelay:
+        return OpenAIResponsesRelay()
+
+
+def openai_responses_plan(spec: ModelSpec, body: dict[str, Any], stream: bool, **_: Any) -> OpenAIResponsesPassthrough:
+    return OpenAIResponsesPassthrough(body, spec.upstream_model)

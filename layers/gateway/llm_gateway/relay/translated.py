@@ -17,7 +17,14 @@ from typing import Any, Protocol
 from ..billing.usage import Usage, from_anthropic, from_openai
 from ..catalog import ModelSpec
 from ..errors import GatewayError
-from ..http.sse import OPENAI_DONE, anthropic_error_events, anthropic_event, openai_error_events, openai_event
+from ..http.sse import (
+    OPENAI_DONE,
+    anthropic_error_events,
+    anthropic_event,
+    openai_error_events,
+    openai_event,
+    typed_event,
+)
 from ..providers.base import Event
 from ..providers.openai import prepare_body
 from ..translate.chat_claude import DEFAULT_MAX_TOKENS, ChatChunks, chat_to_messages, message_parts, message_to_chat
@@ -29,6 +36,7 @@ from ..translate.legacy import (
     message_to_completion,
 )
 from ..translate.messages_openai import MessageEvents, chat_to_message, messages_to_chat
+from ..translate.responses_claude import ResponseEvents, message_to_response
 from .passthrough import _openai_text
 
 __all__ = [
@@ -38,6 +46,7 @@ __all__ = [
     "anthropic_messages_plan",
     "openai_messages_plan",
     "as_legacy_complete",
+    "as_responses",
     "default_max_tokens",
 ]
 
@@ -109,6 +118,9 @@ class Family:
 
 OPENAI_CLIENT = Family(openai_event, (OPENAI_DONE,), openai_error_events)
 ANTHROPIC_CLIENT = Family(anthropic_event, (), anthropic_error_events)
+# OpenAI Responses: typed events, no end marker; a failure is framed by the last stage, whose events
+# carry sequence numbers (`TranslatedStream.fail`), so this family's own `fail` is never the one used.
+RESPONSES_CLIENT = Family(typed_event, (), openai_error_events)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,7 +153,15 @@ class TranslatedStream:
         return [frame(e) for e in events] + list(self._family.end)
 
     def fail(self, err: GatewayError) -> list[bytes]:
+        failing = getattr(self._stages[-1], "fail", None) if self._stages else None
+        if failing is not None:  # a stage whose stream ends in events of its own (Responses)
+            error = err.body("openai")["error"]
+            return [self._family.frame(e) for e in failing(error["code"] or error["type"], error["message"])]
         return self._family.fail(err)
+
+    @property
+    def last_stage(self) -> Stage | None:
+        return self._stages[-1] if self._stages else None
 
 
 @dataclass(frozen=True)
@@ -232,3 +252,10 @@ def openai_messages_plan(
 def as_legacy_complete(plan: TranslatedPlan, spec: ModelSpec) -> TranslatedPlan:
     """`/v1/complete` over a Messages plan: the Messages answer, then the legacy shape."""
     return plan.then(partial(message_to_completion, model=spec.name), partial(CompletionEvents, model=spec.name))
+
+
+def as_responses(plan: TranslatedPlan, shell: dict[str, Any], json_tool: str | None) -> TranslatedPlan:
+    """`/v1/responses` over a Messages plan (whatever the model's wire): the Messages answer, then the
+    Response (`shell` is the Response as the request defines it)."""
+    return plan.then(partial(message_to_response, shell=shell, json_tool=json_tool),
+                     partial(ResponseEvents, shell=shell, json_tool=json_tool), RESPONSES_CLIENT)

@@ -217,6 +217,21 @@ TASK_FIELDS = ("prompt", "description", "fail_reason", "start_time", "finish_tim
                "image_dc_url", "actions")
 
 
+# Responses (API.md 3.8): who created each response id, and for a translated model the response
+# itself (its input and output items), kept RESPONSE_TTL. Adapters drop older ones (TTL, or pruning);
+# DynamoDB keeps a large document compressed, in parts under its 400 KB item limit.
+RESPONSE_TTL = 30 * 86_400.0
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    response_id: str
+    user_id: str  # the owner: every other user is told the id does not exist
+    model: str  # the catalog model that answered (a forwarded id is fetched from its upstream)
+    created_at: float
+    document: str | None = None  # JSON text {response, input_items} of a translated model; None: upstream keeps it
+
+
 # What `update_user` / `update_key` may change; everything else is owned by admit/settle.
 USER_FIELDS = ("tier", "balance", "membership_expire_at", "key_count")
 KEY_FIELDS = ("remark", "permissions", "rpm", "is_admin", "is_disabled", "used_at", "expired_at", "max_fee")
@@ -354,6 +369,16 @@ class Store(Protocol):
 
     def set_task_file(self, user_id: str, task_id: int, file_id: str) -> None:
         """Record the stored copy of the task's image."""
+
+    # responses
+    def put_response(self, record: StoredResponse) -> None:
+        """Store (or replace) the response under its id."""
+
+    def get_response(self, response_id: str) -> StoredResponse | None:
+        """The response stored under the id; None when absent, deleted, or older than RESPONSE_TTL."""
+
+    def delete_response(self, response_id: str) -> bool:
+        """Forget the response (its document too); False when there was none to forget."""
 
     # catalog overrides
     def catalog_version(self) -> int: ...

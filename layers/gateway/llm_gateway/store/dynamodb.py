@@ -7,7 +7,7 @@ Tables (`<prefix>` from `dynamodb://<prefix>`; all on-demand, created by `init` 
 | `<prefix>-users` | `user_id` | one per user: tier, balance, membership_expire_at, created_at, key_count |
 | `<prefix>-keys` | `pk`, `sk` | a key at (`user#<user_id>`, `key#<key_id>`); pointers (`hash#<sha256>`, `hash`) and (`keyid#<key_id>`, `keyid`) holding its user_id and key_id |
 | `<prefix>-counters` | `counter_id` | one per rate-limit counter: window_start, hits; TTL `expires_at`. Also the search answer cache: (`cache#<hash>`) holding `answer` (JSON text) and `stored_at`, TTL `expires_at` |
-| `<prefix>-usage` | `pk`, `sk` | a record at (`user#<user_id>`, `<created_at:020.6f>#<request_id>`), its non-token `units` a map (absent when empty); a settlement guard at (`req#<request_id>`, `req`) with TTL `expires_at` |
+| `<prefix>-usage` | `pk`, `sk` | a record at (`user#<user_id>`, `<created_at:020.6f>#<request_id>`), its non-token `units` a map (absent when empty); a settlement guard at (`req#<request_id>`, `req`) with TTL `expires_at`. Also the responses (API.md 3.8): (`resp#<id>`, `head`) holding `user_id`, `model`, `created_at` and, for a translated model, the document zlib-compressed in `doc` with `parts`, the parts past the first at (`resp#<id>`, `part#<n>`) in `data`, 350 KB each (an item holds at most 400 KB); all with TTL `expires_at` (30 days) |
 | `<prefix>-catalog` | `pk`, `sk` | an override at (`models`/`tiers`, name) with one `f_<field>` JSON attribute per field; the version at (`meta`, `version`) |
 | `<prefix>-tasks` | `pk`, `sk` | a task at (`user#<user_id>`, `task#<task_id:020d>`): `rank` and `progress` (what its conditional write compares) and one `f_<field>` JSON attribute per field; a pointer (`up#<provider>#<upstream id>`, `up`) to it; the id sequence at (`seq`, `task`) |
 
@@ -38,6 +38,7 @@ import json
 import math
 import random
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import fields as dc_fields
 from functools import partial
@@ -48,6 +49,7 @@ from .base import (
     CACHE_MAX_BYTES,
     FINAL_RANK,
     KEY_FIELDS,
+    RESPONSE_TTL,
     TASK_FIELDS,
     TASK_RANKS,
     USER_FIELDS,
@@ -58,8 +60,9 @@ from .base import (
     Key,
     KeyCapReached,
     NotFound,
-    TaskRecord,
+    StoredResponse,
     StoreError,
+    TaskRecord,
     UsageGroup,
     UsagePage,
     UsageRecord,
@@ -85,6 +88,8 @@ TABLES: dict[str, tuple[list[str], str | None]] = {
 }
 
 _CACHE_PREFIX = "cache#"
+_RESPONSE_PREFIX = "resp#"
+_PART_BYTES = 350_000  # a compressed response's part per item, under DynamoDB's 400 KB item limit
 _GUARD_TTL = 7 * 86_400.0  # a settlement replay comes within a request's lifetime; keep guards a week
 _COUNTER_TTL_SLACK = 300.0
 _RETRYABLE = {
@@ -517,6 +522,57 @@ class DynamoDBStore:
         expr = _Update({"f_file_id": json.dumps(file_id)})
         self._update("tasks", _task_address(user_id, task_id), expr, "attribute_exists(pk)",
                      NotFound(f"no task {task_id}"))
+
+    # responses (items of the usage table: it has the TTL, and the functions that call models may
+    # already write it; they read only `resp#` items of it) ---------------------------------------
+    def put_response(self, record: StoredResponse) -> None:
+        """The parts first, the head last: a head never names a part that is not there yet."""
+        table = self.tables["usage"]
+        pk = _s(_RESPONSE_PREFIX + record.response_id)
+        expires = _n(int(record.created_at + RESPONSE_TTL) + 1)
+        head: dict[str, Any] = {"pk": pk, "sk": _s("head"), "user_id": _s(record.user_id), "model": _s(record.model),
+                "created_at": _n(record.created_at), "expires_at": expires}
+        if record.document is not None:
+            packed = zlib.compress(record.document.encode(), 6)
+            parts = [packed[i:i + _PART_BYTES] for i in range(0, len(packed), _PART_BYTES)] or [b""]
+            for n, part in enumerate(parts[1:], 1):
+                self._client.put_item(TableName=table, Item={
+                    "pk": pk, "sk": _s(f"part#{n}"), "data": {"B": part}, "expires_at": expires})
+            head.update(doc={"B": parts[0]}, parts=_n(len(parts)))
+        self._client.put_item(TableName=table, Item=head)
+
+    def get_response(self, response_id: str) -> StoredResponse | None:
+        pk = _s(_RESPONSE_PREFIX + response_id)
+        head = self._get("usage", {"pk": pk, "sk": _s("head")})
+        if not head or "user_id" not in head:
+            return None
+        created_at = float(head["created_at"]["N"])
+        if created_at + RESPONSE_TTL <= time.time():  # TTL deletion lags: expiry is decided here
+            return None
+        document = None
+        if "doc" in head:
+            packed = [head["doc"]["B"]]
+            for n in range(1, int(head["parts"]["N"])):
+                part = self._get("usage", {"pk": pk, "sk": _s(f"part#{n}")})
+                if not part or "data" not in part:
+                    return None  # deleted meanwhile
+                packed.append(part["data"]["B"])
+            document = zlib.decompress(b"".join(packed)).decode()
+        return StoredResponse(response_id, head["user_id"]["S"], head["model"]["S"], created_at, document)
+
+    def delete_response(self, response_id: str) -> bool:
+        """Overwritten by tombstones (no function but management's may delete items): the document
+        is gone at once, and the tombstones go with the TTL."""
+        table = self.tables["usage"]
+        pk = _s(_RESPONSE_PREFIX + response_id)
+        head = self._get("usage", {"pk": pk, "sk": _s("head")})
+        if not head or "user_id" not in head:
+            return False
+        expires = head["expires_at"]
+        for n in range(1, int(head["parts"]["N"]) if "parts" in head else 1):
+            self._client.put_item(TableName=table, Item={"pk": pk, "sk": _s(f"part#{n}"), "expires_at": expires})
+        self._client.put_item(TableName=table, Item={"pk": pk, "sk": _s("head"), "expires_at": expires})
+        return True
 
     # catalog overrides -----------------------------------------------------------------------
     def catalog_version(self) -> int:

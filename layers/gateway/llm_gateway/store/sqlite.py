@@ -25,6 +25,7 @@ from .base import (
     CACHE_MAX_BYTES,
     FINAL_RANK,
     KEY_FIELDS,
+    RESPONSE_TTL,
     TASK_FIELDS,
     TASK_RANKS,
     USER_FIELDS,
@@ -35,6 +36,7 @@ from .base import (
     Key,
     KeyCapReached,
     NotFound,
+    StoredResponse,
     TaskRecord,
     UsageGroup,
     UsagePage,
@@ -122,6 +124,14 @@ CREATE TABLE IF NOT EXISTS tasks (
     UNIQUE (provider, upstream_id)
 );
 CREATE INDEX IF NOT EXISTS tasks_by_user ON tasks(user_id, task_id);
+CREATE TABLE IF NOT EXISTS responses (
+    response_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    document TEXT
+);
+CREATE INDEX IF NOT EXISTS responses_by_age ON responses(created_at);
 CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -379,7 +389,7 @@ class SQLiteStore:
                     (
                         r.request_id, r.user_id, r.key_id, r.model, r.route, r.created_at, r.input_tokens,
                         r.output_tokens, r.cache_read_tokens, r.cache_write_tokens, r.cost, r.reserved,
-                        r.latency_ms, r.status, json.dumps(r.units),
+                        r.latency_ms, r.status, json.dumps(r.units) if r.units else "{}",
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -526,6 +536,30 @@ class SQLiteStore:
             if not c.execute("UPDATE tasks SET fields = json_set(fields, '$.file_id', ?)"
                              " WHERE task_id = ? AND user_id = ?", (file_id, task_id, user_id)).rowcount:
                 raise NotFound(f"no task {task_id}")
+
+    # responses -----------------------------------------------------------------------------
+    def put_response(self, record: StoredResponse) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO responses (response_id, user_id, model, created_at, document) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(response_id) DO UPDATE SET user_id = excluded.user_id, model = excluded.model,"
+                " created_at = excluded.created_at, document = excluded.document",
+                (record.response_id, record.user_id, record.model, record.created_at, record.document),
+            )
+            # what a TTL does on DynamoDB: responses past their 30 days go
+            c.execute("DELETE FROM responses WHERE created_at < ?", (time.time() - RESPONSE_TTL,))
+
+    def get_response(self, response_id: str) -> StoredResponse | None:
+        row = self._conn().execute(
+            "SELECT user_id, model, created_at, document FROM responses WHERE response_id = ?", (response_id,)
+        ).fetchone()
+        if row is None or row[2] + RESPONSE_TTL <= time.time():
+            return None
+        return StoredResponse(response_id, row[0], row[1], row[2], row[3])
+
+    def delete_response(self, response_id: str) -> bool:
+        with self._tx() as c:
+            return c.execute("DELETE FROM responses WHERE response_id = ?", (response_id,)).rowcount > 0
 
     # catalog overrides ---------------------------------------------------------------------
     def catalog_version(self) -> int:
