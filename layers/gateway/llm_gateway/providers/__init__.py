@@ -37,6 +37,7 @@ register("mock", "llm_gateway.providers.mock:MockProvider", "openai")
 register("google-cse", "llm_gateway.providers.google_cse:GoogleCSEProvider", "openai")
 register("serper", "llm_gateway.providers.serper:SerperProvider", "openai")
 register("azure-speech", "llm_gateway.providers.azure_speech:AzureSpeechProvider", "openai")
+register("midjourney", "llm_gateway.providers.midjourney:MidjourneyProvider", "openai")
 
 # Every provider a catalog entry may name.
 PROVIDERS = tuple(REGISTRY)

@@ -48,7 +48,8 @@ class MockProvider:
     operations = ("chat", "completions", "embeddings", "images", "speech")
 
     def __init__(self, settings: Any = None) -> None:
-        pass
+        self.settings = settings
+        self._midjourney: Any = None
 
     def require_configured(self) -> None:
         return None
@@ -123,6 +124,28 @@ class MockProvider:
 
     async def voices(self) -> list[dict[str, Any]]:
         return mock_media.VOICES
+
+    # Midjourney (the task upstream llm_gateway.tasks drives): see mock_midjourney.
+    @property
+    def midjourney(self) -> Any:
+        if self._midjourney is None:
+            from .mock_midjourney import DEFAULT_SECONDS, MockMidjourney
+
+            seconds = self.settings.secret("GATEWAY_MJ_MOCK_SECONDS") if self.settings is not None else None
+            self._midjourney = MockMidjourney(float(seconds or DEFAULT_SECONDS))
+        return self._midjourney
+
+    async def task_submit(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.midjourney.submit(kind, body)
+
+    async def task_fetch(self, upstream_id: str) -> dict[str, Any] | None:
+        return self.midjourney.fetch(upstream_id)
+
+    async def task_list(self, upstream_ids: list[str]) -> list[dict[str, Any]]:
+        return [t for t in map(self.midjourney.fetch, upstream_ids) if t is not None]
+
+    async def task_image(self, url: str) -> tuple[bytes, str]:
+        return self.midjourney.image(url)
 
     async def stream(
         self, operation: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
