@@ -344,6 +344,18 @@ def _chat_calls(client, key: str) -> None:
     r = client.post("/v1/completions", headers={"Authorization": f"Bearer {key}"},
                     json={"model": "mock-gpt", "prompt": "hi"})
     assert r.status_code == 200, r.text
+    auth = {"Authorization": f"Bearer {key}"}
+    r = client.post("/v1/responses", headers=auth, json={"model": "mock-gpt", "input": "hi"})
+    assert r.status_code == 200, r.text
+    first = r.json()["id"]
+    r = client.post("/v1/responses", headers=auth,
+                    json={"model": "mock-gpt", "input": "again", "previous_response_id": first, "stream": True})
+    assert r.status_code == 200, r.text
+    for path in (f"/v1/responses/{first}", f"/v1/responses/{first}/input_items"):
+        r = client.get(path, headers=auth)
+        assert r.status_code == 200, (path, r.text)
+    r = client.delete(f"/v1/responses/{first}", headers=auth)
+    assert r.status_code == 200, r.text
 
 
 def _messages_calls(client, key: str) -> None:

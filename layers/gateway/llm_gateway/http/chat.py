@@ -157,4 +157,4 @@ CLAUDE_WEB_MODEL = "claude-2-web"
 # The Responses API is served by the chat family (one streaming function on AWS).
 from .openai_responses import router as _responses_router  # noqa: E402
 
-router.include_router(_responses_router)
+router.routes.extend(_responses_router.routes)  # its routes themselves, listed with this family's
