@@ -25,7 +25,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 OPERATOR_KEY = "sk-operator-upstream-credential-0000000000000000"
 
@@ -46,10 +46,17 @@ class FakeOpenAI:
     record: bool = True  # benchmarks turn recording off
 
     def app(self) -> Starlette:
+        from tests.fakes.openai_realtime_upstream import realtime
         from tests.fakes.openai_responses_upstream import ResponsesFake
 
         self.responses = responses = ResponsesFake(self)
+        self.realtime_received: list[tuple[str, dict]] = []
+
+        async def realtime_route(ws):
+            await realtime(self, ws)
+
         return Starlette(routes=[
+            WebSocketRoute("/v1/realtime", realtime_route),
             Route("/v1/responses", responses.create, methods=["POST"]),
             Route("/v1/responses/{response_id}", responses.get, methods=["GET"]),
             Route("/v1/responses/{response_id}", responses.delete, methods=["DELETE"]),

@@ -28,6 +28,8 @@ FAMILIES: dict[str, str] = {
     "models": "llm_gateway.http.models",
     "management": "llm_gateway.http.management",
     "search": "llm_gateway.http.search",
+    # `llm-gateway serve` only: no Lambda function mounts it (one cannot hold a WebSocket)
+    "realtime": "llm_gateway.http.realtime",
     "tasks": "llm_gateway.http.tasks",
 }
 

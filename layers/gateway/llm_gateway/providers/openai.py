@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -63,6 +64,10 @@ class OpenAIProvider(HTTPProvider):
 
     _client: httpx.AsyncClient | None = None
 
+    def realtime_url(self, model: str) -> str:
+        """The Realtime API's WebSocket address for `model` (API.md 3.9)."""
+        return _websocket(self.base_url) + "/realtime?model=" + quote(model, safe="")
+
     async def aclose(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
@@ -95,6 +100,13 @@ class AzureOpenAIProvider(OpenAIProvider):
 
     def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         return {"api-key": self.api_key or "", "content-type": "application/json"}
+
+    def realtime_url(self, model: str) -> str:
+        return _websocket(self.endpoint) + "/openai/v1/realtime?model=" + quote(model, safe="")
+
+
+def _websocket(url: str) -> str:
+    return "wss://" + url[len("https://"):] if url.startswith("https://") else "ws://" + url.removeprefix("http://")
 
 
 def prepare_body(body: dict[str, Any], upstream_model: str, stream: bool) -> dict[str, Any]:
