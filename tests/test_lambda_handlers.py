@@ -108,12 +108,17 @@ def load_handler(family: str):
 
 
 def invoke(handler, event: dict) -> tuple[int, dict, dict]:
+    status, headers, body = invoke_raw(handler, event)
+    return status, headers, json.loads(body)
+
+
+def invoke_raw(handler, event: dict) -> tuple[int, dict, bytes]:
     result = handler(event, LambdaContext())
     body = base64.b64decode(result["body"]) if result.get("isBase64Encoded") else result["body"].encode()
     headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
     for k, values in (result.get("multiValueHeaders") or {}).items():
         headers[k.lower()] = values[-1]
-    return result["statusCode"], headers, json.loads(body)
+    return result["statusCode"], headers, body
 
 
 def admin_key(store) -> tuple[str, str]:
@@ -174,6 +179,18 @@ def test_management_handler_balance_and_usage(lambda_env):
     assert (status, body["data"]["balance"], body["data"]["currency"]) == (200, "3.5", "USD")
     status, _, body = invoke(handler, proxy_event("GET", "/api/v1/user/usage", key=key, query={"pageSize": "5"}))
     assert status == 200 and body["data"]["total"] == 0
+
+
+def test_management_handler_serves_the_console_with_its_policy(lambda_env):
+    handler = load_handler("management")
+    status, headers, page = invoke_raw(handler, proxy_event("GET", "/console"))
+    assert (status, headers["content-type"]) == (200, "text/html; charset=utf-8")
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert b'<script src="console/console.js" defer></script>' in page
+    event = proxy_event("GET", "/console/console.js", resource="/console/{asset}", path_parameters={"asset": "console.js"})
+    status, headers, script = invoke_raw(handler, event)
+    assert (status, headers["content-type"]) == (200, "text/javascript; charset=utf-8")
+    assert script.startswith(b"// llm-gateway console")
 
 
 def test_provider_secrets_from_secrets_manager_do_not_override_the_environment(moto_dynamodb):
