@@ -22,7 +22,7 @@ import pytest
 from playwright.sync_api import expect
 
 from llm_gateway.store.base import UsageRecord
-from tests.platform_client import chat, data, get
+from tests.platform_client import ADMIN, chat, data, get, post
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -347,6 +347,22 @@ def test_an_admin_creates_a_key_uses_it_disables_it_and_deletes_it(gateway, open
     assert "deleted" in console.message()
     assert gateway.store.get_key(stored.key_id) is None
     assert chat(gateway.url, full, "mock-gpt").status_code == 401
+
+
+def test_the_key_list_waits_out_its_one_a_second_limit(gateway, console):
+    console.expect_refusal(429)
+    user_id = gateway.user()
+    admin = gateway.key(user_id, is_admin=True)
+    gateway.key(user_id, remark="listed")
+    console.sign_in(admin)
+    console.cards("#overview-account")
+    listings: list[int] = []
+    console.page.on("response", lambda r: listings.append(r.status) if r.url.endswith("/get-api-tokens") else None)
+    assert post(gateway.url, f"{ADMIN}/get-api-tokens", admin).status_code == 200  # this second's listing
+    console.go("keys")
+    key_row(console, "listed").wait_for()
+    assert listings == [429, 200]
+    assert console.page.is_hidden("#message")
 
 
 def test_the_signed_in_key_cannot_be_disabled_or_deleted_from_its_own_session(gateway, console):
