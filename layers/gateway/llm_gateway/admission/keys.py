@@ -1,8 +1,12 @@
 """API keys: minting, hashing, masking, and resolving a presented key to its key and user.
 
 Only a SHA-256 of a key is stored. Resolved keys and users are cached per process for at most the
-settings' cache TTL (≤ 5 s, the contract's bound for a revocation to take effect); unknown keys are
-never cached, so a key works the moment it is created.
+settings' cache TTL (≤ 5 s, the contract's bound for a change to take effect). Unknown keys are
+cached too, negatively, for the same TTL, so a flood of requests with one junk key costs one store
+read per TTL rather than one each; that cache holds at most `UNKNOWN_KEYS_CACHED` hashes (the oldest
+go first), so random keys cannot grow it without bound. A key minted or changed in this process is
+dropped from both caches at once (`forget`), so it works here the moment it exists, and everywhere
+within the TTL, as API.md section 2 promises.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from ..store.base import Key, Store, User
 KEY_PREFIX = "sk-"
 KEY_LENGTH = 48
 _ALPHABET = string.ascii_letters + string.digits + "-_"
+# the most unknown key hashes a process remembers (64-character hex each: about 2 MB at most)
+UNKNOWN_KEYS_CACHED = 10_000
 
 
 def new_key() -> str:
@@ -67,14 +73,18 @@ class KeyResolver:
         self._store = store
         self._ttl = ttl
         self._cache: dict[str, tuple[float, Key, User]] = {}
+        # hash -> when the store last said it is no key; oldest first (dicts keep insertion order)
+        self._unknown: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def cached(self, presented: str | None) -> Caller | None:
         """The caller from this process's cache alone (None: `resolve` must read the store)."""
         if not presented:
             return None
-        hit = self._cache.get(hash_key(presented))
+        digest = hash_key(presented)
+        hit = self._cache.get(digest)
         if hit is None or time.monotonic() - hit[0] >= self._ttl:
+            self._refuse_if_unknown(digest)
             return None
         return self._caller(hit[1], hit[2])
 
@@ -87,18 +97,30 @@ class KeyResolver:
         if hit is not None and time.monotonic() - hit[0] < self._ttl:
             key, user = hit[1], hit[2]
         else:
+            self._refuse_if_unknown(digest)
             found = self._store.get_key_by_hash(digest)
             owner = self._store.get_user(found.user_id) if found is not None else None
             if found is None or owner is None:
                 with self._lock:
                     self._cache.pop(digest, None)
-                raise GatewayError("invalid_api_key", "Invalid API key.")
+                    if self._ttl > 0:
+                        self._unknown.pop(digest, None)  # re-inserted as the newest
+                        while len(self._unknown) >= UNKNOWN_KEYS_CACHED:
+                            del self._unknown[next(iter(self._unknown))]
+                        self._unknown[digest] = time.monotonic()
+                raise _invalid()
             key, user = found, owner
             with self._lock:
                 if len(self._cache) > 50_000:
                     self._cache.clear()
                 self._cache[digest] = (time.monotonic(), key, user)
         return self._caller(key, user)
+
+    def _refuse_if_unknown(self, digest: str) -> None:
+        """401 from memory when the store said, within the TTL, that `digest` is no key."""
+        seen = self._unknown.get(digest)
+        if seen is not None and time.monotonic() - seen < self._ttl:
+            raise _invalid()
 
     @staticmethod
     def _caller(key: Key, user: User) -> Caller:
@@ -114,8 +136,14 @@ class KeyResolver:
         with self._lock:
             if key_hash is None:
                 self._cache.clear()
+                self._unknown.clear()
             else:
                 self._cache.pop(key_hash, None)
+                self._unknown.pop(key_hash, None)
+
+
+def _invalid() -> GatewayError:
+    return GatewayError("invalid_api_key", "Invalid API key.")
 
 
 def permits(permissions: list[str], model: str) -> bool:

@@ -55,6 +55,7 @@ async def create_api_token(
         key, full = await rt.blocking(accounts.issue_key, rt.store, who.user_id, max_keys=cap, **changes)
     except KeyCapReached:
         raise invalid(f"This user already holds the maximum of {cap} API keys: delete one first.") from None
+    rt.keys.forget(key.key_hash)  # were it ever presented here, it is no longer unknown
     return platform_ok(key_view(key, full))
 
 
