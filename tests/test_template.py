@@ -446,12 +446,24 @@ def test_settlement_failures_are_counted_from_every_function_log_and_alarmed(tra
 
 # --- least privilege -------------------------------------------------------------------------------
 
+def role_policies(translated: dict, function: str) -> list[dict]:
+    """The inline policies of the function's role; one under a condition (`Fn::If` with
+    AWS::NoValue) counts as granted, as it is when its condition holds."""
+    role = translated["Resources"][translated["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"][0]]
+    out = []
+    for policy in role["Properties"].get("Policies", []):
+        if "Fn::If" in policy:
+            out += [branch for branch in policy["Fn::If"][1:] if "PolicyDocument" in branch]
+        else:
+            out.append(policy)
+    return out
+
+
 def dynamodb_rights(translated: dict, function: str) -> set[tuple[str, str]]:
     """(action, table suffix) pairs the function's role allows; fails on any DynamoDB grant it cannot
     name exactly (a wildcard action or resource, an index, another account's table)."""
-    role = translated["Resources"][translated["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"][0]]
     rights = set()
-    for policy in role["Properties"].get("Policies", []):
+    for policy in role_policies(translated, function):
         for statement in policy["PolicyDocument"]["Statement"]:
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             dynamodb = [a for a in actions if a.startswith("dynamodb:")]
@@ -473,6 +485,9 @@ def test_least_privilege_policies(translated):
     ssm_only = {"SSMParameterWithSlashPrefixReadPolicy"}
     for name, props in _functions().items():
         for policy in props["Policies"]:
+            if "Fn::If" in policy:  # the optional SSM path, granted only when one is given
+                condition, policy, none = policy["Fn::If"]
+                assert (condition, none) == ("ReadSecretsPath", {"Ref": "AWS::NoValue"}), name
             assert set(policy) <= ssm_only | {"Statement"}, (name, policy)  # no SAM DynamoDB*Policy (Scan, Delete)
         rights = dynamodb_rights(translated, name)
         assert {t for _, t in rights} <= tables

@@ -4,10 +4,13 @@ Every function in template.yaml is a few lines over this module (functions/<fami
 families hand `buffered_handler([...])` to the Lambda runtime (Mangum), streaming ones serve
 `family_app([...])` under uvicorn behind the Lambda Web Adapter (run.sh).
 
-Provider credentials live in SSM Parameter Store (`GATEWAY_SSM_PREFIX`, one SecureString per
-variable, e.g. `/llm-gateway/OPENAI_API_KEY`) or in one Secrets Manager secret holding a JSON object
-(`GATEWAY_SECRETS_ARN`). They are read once per process, before the settings are built, and only
-into the process environment: never logged, never returned.
+Provider credentials live in one Secrets Manager secret holding a JSON object of NAME: value
+(`GATEWAY_SECRETS_ARN`: the template's default, one GetSecretValue per cold start, a call Secrets
+Manager serves at up to 10,000 per second) and, optionally, in SSM Parameter Store
+(`GATEWAY_SSM_PREFIX`, one SecureString per variable, e.g. `/llm-gateway/OPENAI_API_KEY`; 40
+calls per second by default, so not read unless set). With both set, both are read, SSM first, and
+the secret's value wins for a name in both. They are read once per process, before the settings
+are built, and only into the process environment: never logged, never returned.
 """
 
 from __future__ import annotations
