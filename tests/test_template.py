@@ -159,6 +159,9 @@ def test_each_function_serves_exactly_its_familys_routes(translated):
     checked = 0
     for name, props in _functions().items():
         family = Path(props["CodeUri"]).name
+        if family not in FAMILIES:  # a worker (settlements), reached by its queue, never by a route
+            assert name not in by_function, name
+            continue
         try:
             router = importlib.import_module(FAMILIES[family]).router
         except ModuleNotFoundError:
@@ -187,6 +190,9 @@ def test_invoke_permissions_name_the_real_stage_only(translated):
     allowed = {}
     for name, permission in permissions.items():
         props = permission["Properties"]
+        if props["Principal"] == "events.amazonaws.com":  # a schedule (the settlement function's)
+            assert props["FunctionName"] == {"Ref": "SettlementFunction"}, name
+            continue
         assert (props["Action"], props["Principal"]) == ("lambda:InvokeFunction", "apigateway.amazonaws.com")
         source = props["SourceArn"]["Fn::Sub"]
         assert isinstance(source, str), f"{name}: a Sub with its own variables (SAM's `__Stage__`?)"
@@ -407,9 +413,11 @@ def _settlement_failed_line() -> str:
     from llm_gateway.billing.settle import write
     from llm_gateway.store.base import UsageRecord
 
-    class FailingStore:
+    class FailingStore:  # nothing takes the charge: neither the settlement nor its parking
         def settle(self, record):
             raise RuntimeError("store unreachable")
+
+        park_settlement = settle
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -420,7 +428,7 @@ def _settlement_failed_line() -> str:
         write(FailingStore(), UsageRecord(request_id="req_1", user_id="u", key_id="k", model="m", created_at=1.0))
     finally:
         logger.removeHandler(handler)
-    (line,) = [ln for ln in stream.getvalue().splitlines() if "settlement" in ln]
+    (line,) = [ln for ln in stream.getvalue().splitlines() if '"settlement failed"' in ln]
     return line
 
 
@@ -485,6 +493,9 @@ def test_least_privilege_policies(translated):
     ssm_only = {"SSMParameterWithSlashPrefixReadPolicy"}
     for name, props in _functions().items():
         for policy in props["Policies"]:
+            if "SQSSendMessagePolicy" in policy:  # only the parked settlements' queue
+                assert policy == {"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["SettlementQueue", "QueueName"]}}}
+                continue
             if "Fn::If" in policy:  # the optional SSM path, granted only when one is given
                 condition, policy, none = policy["Fn::If"]
                 assert (condition, none) == ("ReadSecretsPath", {"Ref": "AWS::NoValue"}), name
@@ -501,10 +512,16 @@ def test_least_privilege_policies(translated):
         assert {a for a, t in rights if t != "catalog"} <= model_calls, name
         assert {a for a, t in rights if t == "catalog"} <= {"GetItem", "Query", "Scan"}, name
     assert {a for a, _ in dynamodb_rights(translated, "ModelsFunction")} <= {"GetItem", "Query", "Scan"}
-    # deleting items is the management function's alone, and only keys
+    # deleting items is the management function's alone, and only keys; and the settlement
+    # function's, of the parked settlements only (a condition on the usage table's leading key)
+    allowed = {"ManagementFunction": {"keys"}, "SettlementFunction": {"usage"}}
     for name in _functions():
         deletes = {t for a, t in dynamodb_rights(translated, name) if a == "DeleteItem"}
-        assert deletes <= ({"keys"} if name == "ManagementFunction" else set()), name
+        assert deletes <= allowed.get(name, set()), name
+    role = translated["Resources"]["SettlementFunctionRole"]["Properties"]
+    (deleting,) = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]
+                   if "dynamodb:DeleteItem" in s["Action"]]
+    assert deleting["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["parked"]}}
 
 
 # --- environment ------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import orjson
 __all__ = ["SERVICES", "client", "Loader"]
 
 # every service the gateway creates a client for; the layer's trimmed endpoint table holds these
-SERVICES = ("dynamodb", "ssm", "secretsmanager")
+SERVICES = ("dynamodb", "ssm", "secretsmanager", "sqs", "s3")
 # where the layer build puts that table (see layers/gateway/trim_endpoints.py)
 LAYER_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "awsdata")
 

@@ -29,6 +29,9 @@ class Settings:
     currency: str = "USD"
     max_body_bytes: int = 8 * 1024 * 1024
     upstream_timeout: float = 60.0
+    # Seconds a non-streamed model call may wait on its upstream before the 200 is committed and
+    # whitespace keeps the connection busy until the JSON body (relay/idle.py); 0 = never.
+    idle_pad_seconds: float = 0.0
     cors_origins: tuple[str, ...] = ("*",)
     max_keys_per_user: int = 5000
     # How long a process may serve a key, user or catalog from memory. The contract allows 5 s.
@@ -39,6 +42,10 @@ class Settings:
     http_transport: str = "auto"
     # Seconds of upstream silence after which a stream sends an SSE comment to keep connections open.
     sse_keepalive: float = 15.0
+    # Days usage records are kept (0: forever): a TTL on DynamoDB, pruned by `serve` on SQLite.
+    usage_retention_days: float = 0.0
+    # On AWS, the SQS queue a settlement that could not be written goes to (else the store keeps it).
+    settlement_queue_url: str | None = None
     env: dict = field(default_factory=dict, repr=False, compare=False)
 
     def secret(self, name: str) -> str | None:
@@ -54,6 +61,7 @@ def get_settings() -> Settings:
         currency=os.environ.get("GATEWAY_CURRENCY") or "USD",
         max_body_bytes=_int("GATEWAY_MAX_BODY_BYTES", 8 * 1024 * 1024),
         upstream_timeout=_float("GATEWAY_UPSTREAM_TIMEOUT", 60.0),
+        idle_pad_seconds=max(0.0, _float("GATEWAY_IDLE_PAD_SECONDS", 0.0)),
         cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()) or ("*",),
         max_keys_per_user=_int("GATEWAY_MAX_KEYS_PER_USER", 5000),
         cache_ttl=min(_float("GATEWAY_CACHE_TTL", 2.0), 5.0),
@@ -61,6 +69,8 @@ def get_settings() -> Settings:
         anthropic_version=os.environ.get("ANTHROPIC_VERSION") or "2023-06-01",
         http_transport=os.environ.get("GATEWAY_HTTP_TRANSPORT") or "auto",
         sse_keepalive=_float("GATEWAY_SSE_KEEPALIVE", 15.0),
+        usage_retention_days=max(0.0, _float("GATEWAY_USAGE_RETENTION_DAYS", 0.0)),
+        settlement_queue_url=os.environ.get("GATEWAY_SETTLEMENT_QUEUE_URL") or None,
         env=dict(os.environ),
     )
 

@@ -14,7 +14,7 @@ Family = Literal["openai", "anthropic", "platform"]
 Kind = Literal[
     "invalid_request", "context_length_exceeded", "invalid_api_key", "insufficient_balance", "permission",
     "not_found", "model_not_found", "method_not_allowed", "request_too_large", "unprocessable", "rate_limited",
-    "upstream_rate_limited", "internal", "upstream_error", "upstream_timeout",
+    "upstream_rate_limited", "internal", "unavailable", "upstream_error", "upstream_timeout",
 ]
 
 # kind -> (status, openai type, openai code, anthropic error.type, platform errorType)
@@ -32,6 +32,8 @@ _KINDS: dict[Kind, tuple[int, str, str | None, str, str]] = {
     "rate_limited": (429, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error", "rate_limit_error"),
     "upstream_rate_limited": (429, "rate_limit_error", "upstream_rate_limited", "rate_limit_error", "rate_limit_error"),
     "internal": (500, "server_error", "internal_error", "api_error", "internal_error"),
+    # the gateway's own store stayed throttled or locked: nothing was done, come back (Retry-After)
+    "unavailable": (503, "server_error", "service_unavailable", "overloaded_error", "service_unavailable"),
     "upstream_error": (502, "upstream_error", "upstream_error", "api_error", "upstream_error"),
     "upstream_timeout": (504, "upstream_error", "upstream_timeout", "api_error", "upstream_timeout"),
 }

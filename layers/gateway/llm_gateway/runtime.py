@@ -7,6 +7,7 @@ requests pay for no client or connection set-up.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -14,8 +15,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
+from . import logs
 from .admission.gate import Gate
 from .admission.keys import KeyResolver
+from .billing.retry import Parking, housekeeping
 from .catalog import CatalogSource
 from .config import Settings, get_settings
 from .providers import Providers
@@ -93,11 +96,12 @@ class Runtime:
     gate: Gate
     providers: Providers
     blocking: Blocking = field(default_factory=lambda: Blocking(default_store_threads()))
+    parking: Parking | None = None  # where a settlement that cannot be written goes (None: the store)
 
     @classmethod
     def build(cls, settings: Settings | None = None, store: Store | None = None) -> Runtime:
         settings = settings or get_settings()
-        store = store or open_store(settings.store_url)
+        store = store or open_store(settings.store_url, settings.usage_retention_days)
         if settings.store_url.startswith("sqlite:"):
             store.init()  # the embedded store initialises itself; on AWS the template creates tables
         catalogs = CatalogSource(store, ttl=settings.cache_ttl)
@@ -109,4 +113,15 @@ class Runtime:
             gate=Gate(store, catalogs),
             providers=Providers(settings),
             blocking=Blocking(default_store_threads(), getattr(store, "attempt", None)),
+            parking=Parking(store, settings.settlement_queue_url),
         )
+
+    async def housekeeping(self, every: float) -> None:
+        """Forever, every `every` seconds: apply parked settlements and prune usage past the
+        retention (billing.retry.housekeeping), off the loop; a failing round is logged, not fatal."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.blocking(housekeeping, self.store, self.settings.usage_retention_days)
+            except Exception:  # noqa: BLE001 - the next round tries again
+                logs.log("housekeeping failed", level=logging.WARNING, exc_info=True)

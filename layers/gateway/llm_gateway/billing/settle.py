@@ -9,6 +9,7 @@ from .. import logs
 from ..store.base import Store, UsageRecord, WouldWait, waiting_allowed
 from .cost import Unpriced, cost_micros
 from .reservation import Ticket
+from .retry import Parking
 from .usage import Usage
 
 _ATTEMPTS = 3
@@ -62,10 +63,11 @@ def charge(ticket: Ticket, usage: Usage | None, status: str = "ok") -> UsageReco
     )
 
 
-def write(store: Store, record: UsageRecord) -> UsageRecord:
+def write(store: Store, record: UsageRecord, parking: Parking | None = None) -> UsageRecord:
     """Write a settlement, retried: the record's request id makes a repeat harmless. Blocking (its
     retries sleep), so async callers run it on a thread; run through a store's `attempt`, a failed
-    first try raises WouldWait instead of sleeping, and the retries happen on a thread."""
+    first try raises WouldWait instead of sleeping, and the retries happen on a thread. A settlement
+    still failing is parked (billing.retry), to be applied later, exactly once."""
     for attempt in range(_ATTEMPTS):
         try:
             store.settle(record)  # idempotent per request id, so a retry after a lost reply is safe
@@ -76,7 +78,5 @@ def write(store: Store, record: UsageRecord) -> UsageRecord:
                     raise WouldWait from None
                 time.sleep(0.05 * (attempt + 1))
                 continue
-            # The client has its answer; what it owes is in this line, for the operator to
-            # reconcile (it holds ids and counts, never a key or a prompt).
-            logs.log("settlement failed", level=logging.ERROR, exc_info=True, **record.as_dict())
+            (parking or Parking(store)).put(record)  # the client has its answer: keep what it owes
     return record

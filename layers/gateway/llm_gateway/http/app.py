@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 from collections.abc import Iterable
@@ -55,15 +56,20 @@ def _available(names: Iterable[str]) -> list[str]:
     return out
 
 
-def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = None) -> FastAPI:
-    """An ASGI app serving `families` (default: every family) over one shared runtime."""
+def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = None,
+               housekeeping: float = 0) -> FastAPI:
+    """An ASGI app serving `families` (default: every family) over one shared runtime; with
+    `housekeeping` seconds, it also drains parked settlements and prunes old usage that often."""
     rt = runtime or Runtime.build()
     logs.configure(rt.settings.log_level)
     names = _available(families if families is not None else FAMILIES)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        chores = asyncio.create_task(rt.housekeeping(housekeeping)) if housekeeping > 0 else None
         yield
+        if chores is not None:
+            chores.cancel()
         await rt.providers.aclose()
 
     app = FastAPI(

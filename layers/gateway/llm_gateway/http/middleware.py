@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import logs
 from ..errors import GatewayError
+from ..store.base import StoreBusy
 from .context import RequestContext
 from .family import family_for_path
 from .responses import error_response
@@ -62,6 +63,15 @@ class GatewayMiddleware:
                 await error_response(err, family_for_path(path), request_id)(scope, receive, send_with_id)
                 return
             await self.app(scope, receive, send_with_id)
+        except StoreBusy as exc:
+            # The store stayed throttled or locked through its retries before anything was charged
+            # or sent upstream (a settlement that fails is parked, never raised): come back shortly.
+            ctx.status_detail = "store_busy"
+            logs.log("store busy", level=30, request_id=request_id, detail=str(exc))
+            if not status_box[0]:
+                err = GatewayError("unavailable", "The gateway is busy; retry after the time in Retry-After.",
+                                   headers={"Retry-After": str(exc.retry_after)})
+                await error_response(err, family_for_path(path), request_id)(scope, receive, send_with_id)
         except Exception:
             # An unexpected fault: a generic 500 in the caller's family, never a stack trace; the
             # log line and the 500 share the request id.

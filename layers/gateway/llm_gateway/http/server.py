@@ -5,12 +5,15 @@ from __future__ import annotations
 import gc
 import threading
 
+# How often a server drains parked settlements (billing.retry) and prunes usage past its retention.
+HOUSEKEEPING_S = 5.0
+
 
 def app_factory():
     from .. import tokens
     from .app import create_app
 
-    app = create_app()
+    app = create_app(housekeeping=HOUSEKEEPING_S)
     # The objects made so far (modules, the app, the catalog) live as long as the process: keep the
     # collector from walking them again and again, and let it run less often. Each request makes a
     # few thousand short-lived objects; with the default threshold (700) the collector ran several

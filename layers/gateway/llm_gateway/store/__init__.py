@@ -23,8 +23,10 @@ __all__ = [
 ]
 
 
-def open_store(url: str) -> Store:
-    """`sqlite:///path.db` or `dynamodb://<table-prefix>`; the adapter is imported only when used."""
+def open_store(url: str, usage_retention_days: float = 0) -> Store:
+    """`sqlite:///path.db` or `dynamodb://<table-prefix>`; the adapter is imported only when used.
+    With `usage_retention_days`, DynamoDB usage records carry a TTL that long (SQLite's are pruned
+    by the server's housekeeping, billing.retry)."""
     if url.startswith("sqlite:"):
         from .sqlite import SQLiteStore
 
@@ -32,5 +34,5 @@ def open_store(url: str) -> Store:
     if url.startswith("dynamodb://"):
         from .dynamodb import DynamoDBStore
 
-        return DynamoDBStore(url[len("dynamodb://"):])
+        return DynamoDBStore(url[len("dynamodb://"):], usage_retention_s=usage_retention_days * 86_400)
     raise ValueError(f"unsupported GATEWAY_STORE_URL {url!r}: use sqlite:///path.db or dynamodb://prefix")

@@ -248,6 +248,14 @@ class StoreError(Exception):
     pass
 
 
+class StoreBusy(StoreError):
+    """The store stayed throttled, locked or conflicting through the adapter's bounded retries:
+    nothing was written. Before an upstream call the client is told to come back (503 with
+    `Retry-After`); after one, the settlement is parked for a later retry, never dropped."""
+
+    retry_after = 1
+
+
 def waiting_allowed(store: Any) -> bool:
     """False inside a store's `attempt` (a call that must not wait: no lock waits, no retry sleeps)."""
     allowed = getattr(store, "waiting_allowed", None)
@@ -305,6 +313,15 @@ class Store(Protocol):
 
     def settle(self, record: UsageRecord) -> bool:
         """Settle `record.reserved` to `record.cost` and store the record. False if already settled."""
+
+    def park_settlement(self, record: UsageRecord) -> None:
+        """Keep a settlement that could not be written, for a later `settle` (billing.retry)."""
+
+    def parked_settlements(self, limit: int = 100) -> list[UsageRecord]:
+        """Parked settlements, oldest first."""
+
+    def unpark_settlement(self, request_id: str) -> None:
+        """Forget a parked settlement once it is settled (or found settled already)."""
 
     def list_usage(
         self,

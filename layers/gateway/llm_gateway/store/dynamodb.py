@@ -60,6 +60,7 @@ from .base import (
     Key,
     KeyCapReached,
     NotFound,
+    StoreBusy,
     StoredResponse,
     StoreError,
     TaskRecord,
@@ -99,17 +100,23 @@ _RETRYABLE = {
 }
 _MAX_PAGE = 1000  # the most items one bounded usage read asks for; DynamoDB stops at 1 MB anyway
 _MAX_ATTEMPTS = 10  # conflicts on a hot counter clear within a few backoffs (≤ 0.5 s each)
+_PARKED = "parked"  # the usage table's partition of settlements waiting for a retry (billing.retry)
+_THROTTLED = {
+    "ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
+    "TransactionConflictException", "TransactionInProgressException",
+}
 
 
 class DynamoDBStore:
     """The Store protocol over DynamoDB; one botocore client per store (one store per process)."""
 
-    def __init__(self, prefix: str, client: Any = None) -> None:
+    def __init__(self, prefix: str, client: Any = None, usage_retention_s: float = 0.0) -> None:
         if not prefix:
             raise ValueError("dynamodb:// needs a table prefix, e.g. dynamodb://llm-gateway")
         self.prefix = prefix
         self.tables = {name: f"{prefix}-{name}" for name in TABLES}
-        self._client = client or _new_client()
+        self._client = _Throttled(client or _new_client())
+        self._usage_retention_s = usage_retention_s  # 0: usage records are kept
         # counter_id -> window start this process last saw: picks the likelier update first
         self._windows: dict[str, float] = {}
 
@@ -345,6 +352,8 @@ class DynamoDBStore:
         guard = {"pk": _s(f"req#{r.request_id}"), "sk": _s("req"), "expires_at": _n(int(r.created_at + _GUARD_TTL))}
         item = {"pk": _s(f"user#{r.user_id}"), "sk": _s(_usage_sort_key(r.created_at, r.request_id)),
                 **_encode(r.as_dict())}
+        if self._usage_retention_s:
+            item["expires_at"] = _n(int(r.created_at + self._usage_retention_s))
         with_user, with_key = True, True
         for _ in range(_MAX_ATTEMPTS):
             items = [_put(usage, guard, "attribute_not_exists(pk)"), _put(usage, item)]
@@ -374,7 +383,24 @@ class DynamoDBStore:
                 with_user = False  # no such user: record the usage all the same, as SQLite does
             if with_key and _failed(reasons[-1]):
                 with_key = False
-        raise StoreError("settlement did not complete after repeated retries")
+        raise StoreBusy("settlement did not complete after repeated retries")
+
+    def park_settlement(self, record: UsageRecord) -> None:
+        self._client.put_item(TableName=self.tables["usage"], Item={
+            "pk": _s(_PARKED), "sk": _s(record.request_id), "parked_at": _n(time.time()),
+            "record": _s(json.dumps(record.as_dict())),
+        })
+
+    def parked_settlements(self, limit: int = 100) -> list[UsageRecord]:
+        items = self._client.query(
+            TableName=self.tables["usage"], KeyConditionExpression="pk = :p",
+            ExpressionAttributeValues={":p": _s(_PARKED)}, ConsistentRead=True, Limit=limit,
+        ).get("Items", [])
+        records = sorted(items, key=lambda i: float(i["parked_at"]["N"]))
+        return [UsageRecord(**json.loads(i["record"]["S"])) for i in records]
+
+    def unpark_settlement(self, request_id: str) -> None:
+        self._client.delete_item(TableName=self.tables["usage"], Key={"pk": _s(_PARKED), "sk": _s(request_id)})
 
     def list_usage(
         self,
@@ -672,7 +698,7 @@ class DynamoDBStore:
                     _backoff(attempt)
                     continue
                 raise
-        raise StoreError("store busy: transaction kept conflicting")
+        raise StoreBusy("store busy: transaction kept conflicting or throttled")
 
     def _get(self, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
         return self._client.get_item(TableName=self.tables[table], Key=key, ConsistentRead=True).get("Item")
@@ -728,6 +754,34 @@ class DynamoDBStore:
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+class _Throttled:
+    """The DynamoDB client, with throttling that outlasted botocore's own retries raised as
+    StoreBusy (an answer the HTTP layer turns into 503 with Retry-After, never a 500)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.exceptions = client.exceptions
+        self.meta = client.meta
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            from botocore.exceptions import ClientError
+
+            try:
+                return method(*args, **kwargs)
+            except ClientError as exc:
+                if name != "transact_write_items" and exc.response.get("Error", {}).get("Code") in _THROTTLED:
+                    raise StoreBusy(f"DynamoDB throttled {name}") from exc
+                raise
+
+        setattr(self, name, call)  # made once per method
+        return call
+
 
 def _new_client() -> Any:
     """A DynamoDB client from the AWS SDK's own settings (region, credentials, AWS_ENDPOINT_URL_DYNAMODB)."""

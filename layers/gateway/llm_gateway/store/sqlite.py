@@ -36,6 +36,7 @@ from .base import (
     Key,
     KeyCapReached,
     NotFound,
+    StoreBusy,
     StoredResponse,
     TaskRecord,
     UsageGroup,
@@ -136,6 +137,11 @@ CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS parked_settlements (
+    request_id TEXT PRIMARY KEY,
+    parked_at REAL NOT NULL,
+    record TEXT NOT NULL
+);
 """
 
 
@@ -213,8 +219,10 @@ class SQLiteStore:
             except BaseException as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                if now_only and isinstance(exc, sqlite3.OperationalError) and _busy(exc):
-                    raise WouldWait from None  # another process holds the database: nothing was done
+                if isinstance(exc, sqlite3.OperationalError) and _busy(exc):
+                    if now_only:
+                        raise WouldWait from None  # another process holds the database: nothing was done
+                    raise StoreBusy(f"the database stayed locked for {LOCK_WAIT_S:g} s") from None
                 raise
         finally:
             self._writer.release()
@@ -403,6 +411,29 @@ class SQLiteStore:
                 (r.reserved, r.cost, r.created_at, r.key_id),
             )
         return True
+
+    def park_settlement(self, record: UsageRecord) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO parked_settlements (request_id, parked_at, record) VALUES (?, ?, ?)",
+                (record.request_id, time.time(), json.dumps(record.as_dict())),
+            )
+
+    def parked_settlements(self, limit: int = 100) -> list[UsageRecord]:
+        rows = self._conn().execute(
+            "SELECT record FROM parked_settlements ORDER BY parked_at LIMIT ?", (limit,)
+        ).fetchall()
+        return [UsageRecord(**json.loads(row["record"])) for row in rows]
+
+    def unpark_settlement(self, request_id: str) -> None:
+        with self._tx() as c:
+            c.execute("DELETE FROM parked_settlements WHERE request_id = ?", (request_id,))
+
+    def prune_usage(self, before: float) -> int:
+        """Delete usage records made before `before` (the retention setting); their settlement
+        guards go with them, which is safe: a replay comes within a request's lifetime."""
+        with self._tx() as c:
+            return c.execute("DELETE FROM usage WHERE created_at < ?", (before,)).rowcount
 
     def list_usage(
         self,
