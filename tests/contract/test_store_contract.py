@@ -623,6 +623,45 @@ def test_deleting_a_missing_model_override_is_refused_and_writes_nothing(store):
     assert store.get_catalog_overrides() == {"models": {}, "tiers": {"vip": {"rpm": 7}}}
 
 
+# --- upstream channels ----------------------------------------------------------------------------
+
+def test_channels_are_added_merged_listed_and_bump_the_catalog_version(store, store_url):
+    store.put_channel("oa-1", {"provider": "openai", "api_key_env": "OPENAI_KEY_1", "models": ["gpt-4o*"],
+                               "map": {"gpt-4o": "gpt-4o-2024"}, "priority": 1}, exists=False)
+    store.put_channel("oa-1", {"weight": 3, "enabled": False}, exists=True)
+    store.put_channel("az", {"provider": "azure", "api_version": "2024-10-21"})
+    other = fresh(store_url)
+    assert other.catalog_version() == 3
+    assert other.list_channels() == {
+        "oa-1": {"provider": "openai", "api_key_env": "OPENAI_KEY_1", "models": ["gpt-4o*"],
+                 "map": {"gpt-4o": "gpt-4o-2024"}, "priority": 1, "weight": 3, "enabled": False},
+        "az": {"provider": "azure", "api_version": "2024-10-21"},
+    }
+    # Channels are not model or tier overrides.
+    assert other.get_catalog_overrides() == {"models": {}, "tiers": {}}
+
+
+def test_adding_an_existing_channel_or_setting_a_missing_one_is_refused_and_writes_nothing(store):
+    store.put_channel("oa-1", {"provider": "openai"}, exists=False)
+    with pytest.raises(AlreadyExists):
+        store.put_channel("oa-1", {"provider": "azure"}, exists=False)
+    with pytest.raises(NotFound):
+        store.put_channel("none", {"weight": 2}, exists=True)
+    assert store.catalog_version() == 1
+    assert store.list_channels() == {"oa-1": {"provider": "openai"}}
+
+
+def test_deleting_a_channel_removes_it_and_bumps_the_version_once(store):
+    store.put_channel("oa-1", {"provider": "openai", "weight": 2})
+    store.delete_channel("oa-1")
+    with pytest.raises(NotFound):
+        store.delete_channel("oa-1")
+    assert store.catalog_version() == 2
+    assert store.list_channels() == {}
+    store.put_channel("oa-1", {"provider": "anthropic"})  # gone means gone: no old fields come back
+    assert store.list_channels() == {"oa-1": {"provider": "anthropic"}}
+
+
 # --- usage cursors --------------------------------------------------------------------------------
 
 def settle_usage(store, user_id: str, key_id: str, times: list[float], **kw) -> list[str]:

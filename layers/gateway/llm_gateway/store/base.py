@@ -405,3 +405,12 @@ class Store(Protocol):
         """Remove the model's override (all its fields) and bump the version, atomically; NotFound
         (nothing written) when the model has none."""
     def set_tier_override(self, tier: str, fields: dict[str, Any]) -> None: ...
+
+    # upstream channels (API.md 7): kept beside the catalog overrides, their changes bump its version
+    def list_channels(self) -> dict[str, dict[str, Any]]:
+        """Every channel by name, its fields as written (never a credential: only its name)."""
+    def put_channel(self, name: str, fields: dict[str, Any], *, exists: bool | None = None) -> None:
+        """Merge `fields` into the channel and bump the catalog version, atomically. `exists`:
+        False refuses (AlreadyExists) a channel that is there, True refuses (NotFound) one that is not."""
+    def delete_channel(self, name: str) -> None:
+        """Remove the channel and bump the version, atomically; NotFound when there is none."""

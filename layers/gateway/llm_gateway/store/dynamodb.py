@@ -635,23 +635,46 @@ class DynamoDBStore:
         if reasons is not None:
             raise NotFound(f"no override of model {model}")
 
+    def list_channels(self) -> dict[str, dict[str, Any]]:
+        pages = self._client.get_paginator("query").paginate(
+            TableName=self.tables["catalog"], ConsistentRead=True, KeyConditionExpression="pk = :k",
+            ExpressionAttributeValues={":k": _s("channels")},
+        )
+        return {item["sk"]["S"]: {k[2:]: json.loads(v["S"]) for k, v in item.items() if k.startswith("f_")}
+                for page in pages for item in page["Items"]}
+
+    def put_channel(self, name: str, fields: dict[str, Any], *, exists: bool | None = None) -> None:
+        self._set_override("channels", name, fields, exists)
+
+    def delete_channel(self, name: str) -> None:
+        reasons = self._transact([
+            {"Delete": {"TableName": self.tables["catalog"], "Key": {"pk": _s("channels"), "sk": _s(name)},
+                        "ConditionExpression": "attribute_exists(pk)"}},
+            self._version_bump(),
+        ])
+        if reasons is not None:
+            raise NotFound(f"no channel {name}")
+
     def _version_bump(self) -> dict[str, Any]:
         return {"Update": {"TableName": self.tables["catalog"], "Key": {"pk": _s("meta"), "sk": _s("version")},
                            "UpdateExpression": "ADD version :one", "ExpressionAttributeValues": {":one": _n(1)}}}
 
-    def _set_override(self, kind: str, name: str, fields: dict[str, Any]) -> None:
-        """Merge `fields` into the override (one attribute per field) and bump the version, atomically."""
+    def _set_override(self, kind: str, name: str, fields: dict[str, Any], exists: bool | None = None) -> None:
+        """Merge `fields` into the override (one attribute per field) and bump the version, atomically;
+        `exists` as `put_channel`'s."""
         expr = _Update()
         expr.set("updated_at", time.time())
         for field, value in fields.items():
             expr.set("f_" + field, json.dumps(value))
         table = self.tables["catalog"]
-        reasons = self._transact([
-            {"Update": {"TableName": table, "Key": {"pk": _s(kind), "sk": _s(name)}, **expr.params()}},
-            self._version_bump(),
-        ])
+        update = {"TableName": table, "Key": {"pk": _s(kind), "sk": _s(name)}, **expr.params()}
+        if exists is not None:
+            update["ConditionExpression"] = "attribute_exists(pk)" if exists else "attribute_not_exists(pk)"
+        reasons = self._transact([{"Update": update}, self._version_bump()])
         if reasons is not None:
-            raise StoreError("catalog override was not written")
+            if exists is None:
+                raise StoreError("catalog override was not written")
+            raise NotFound(f"no {kind} {name}") if exists else AlreadyExists(f"{kind} {name} exists")
 
     # plumbing --------------------------------------------------------------------------------
     def _window_open_guess(self, counter: Counter, now: float) -> bool:

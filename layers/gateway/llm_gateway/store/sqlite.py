@@ -599,13 +599,19 @@ class SQLiteStore:
 
     def get_catalog_overrides(self) -> dict[str, dict[str, dict[str, Any]]]:
         out: dict[str, dict[str, dict[str, Any]]] = {"models": {}, "tiers": {}}
-        for kind, name, fields in self._conn().execute("SELECT kind, name, fields FROM catalog"):
+        for kind, name, fields in self._conn().execute(
+            "SELECT kind, name, fields FROM catalog WHERE kind IN ('models', 'tiers')"
+        ):
             out[kind][name] = json.loads(fields)
         return out
 
-    def _set_override(self, kind: str, name: str, fields: dict[str, Any]) -> None:
+    def _set_override(self, kind: str, name: str, fields: dict[str, Any], exists: bool | None = None) -> None:
         with self._tx() as c:
             row = c.execute("SELECT fields FROM catalog WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+            if exists is False and row:
+                raise AlreadyExists(f"{kind} {name} exists")
+            if exists and not row:
+                raise NotFound(f"no {kind} {name}")
             merged = {**(json.loads(row[0]) if row else {}), **fields}
             c.execute(
                 "INSERT INTO catalog (kind, name, fields) VALUES (?, ?, ?)"
@@ -625,6 +631,19 @@ class SQLiteStore:
 
     def set_tier_override(self, tier: str, fields: dict[str, Any]) -> None:
         self._set_override("tiers", tier, fields)
+
+    def list_channels(self) -> dict[str, dict[str, Any]]:
+        rows = self._conn().execute("SELECT name, fields FROM catalog WHERE kind = 'channels'")
+        return {name: json.loads(fields) for name, fields in rows}
+
+    def put_channel(self, name: str, fields: dict[str, Any], *, exists: bool | None = None) -> None:
+        self._set_override("channels", name, fields, exists)
+
+    def delete_channel(self, name: str) -> None:
+        with self._tx() as c:
+            if not c.execute("DELETE FROM catalog WHERE kind = 'channels' AND name = ?", (name,)).rowcount:
+                raise NotFound(f"no channel {name}")
+            _bump_catalog_version(c)
 
 
 def _bump_catalog_version(c: sqlite3.Connection) -> None:
