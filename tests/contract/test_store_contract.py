@@ -584,6 +584,19 @@ def test_a_tasks_stored_file_is_recorded(store):
         store.set_task_file(make_user(store), task.task_id, "f-9")
 
 
+def test_open_tasks_are_the_ones_not_final_oldest_first_across_users(store):
+    a, b = make_user(store), make_user(store)
+    first, second, third, fourth = make_task(store, a), make_task(store, b), make_task(store, a), make_task(store, b)
+    store.advance_task(a, first.task_id, "IN_PROGRESS", 10, {})
+    store.advance_task(b, second.task_id, "SUCCESS", 100, {})
+    store.advance_task(a, third.task_id, "FAILURE", 0, {"fail_reason": "x"})
+    assert [t.task_id for t in store.open_tasks()] == [first.task_id, fourth.task_id]
+    assert store.open_tasks()[0] == store.get_task(a, first.task_id)  # the whole task, as stored
+    assert [t.task_id for t in store.open_tasks(limit=1)] == [first.task_id]
+    store.advance_task(a, first.task_id, "SUCCESS", 100, {})
+    assert [t.task_id for t in store.open_tasks()] == [fourth.task_id]
+
+
 # --- catalog overrides ----------------------------------------------------------------------------
 
 def test_catalog_overrides_merge_and_bump_the_version(store):

@@ -387,6 +387,11 @@ class Store(Protocol):
     def set_task_file(self, user_id: str, task_id: int, file_id: str) -> None:
         """Record the stored copy of the task's image."""
 
+    def open_tasks(self, limit: int = 100) -> list[TaskRecord]:
+        """At most `limit` tasks not final yet, oldest (lowest id) first, for the sweep of tasks
+        whose upstream went silent (tasks.service.sweep). It may read more than it returns: a store
+        that keeps a list of open tasks forgets, on the way, those it finds final."""
+
     # responses
     def put_response(self, record: StoredResponse) -> None:
         """Store (or replace) the response under its id."""

@@ -9,7 +9,7 @@ Tables (`<prefix>` from `dynamodb://<prefix>`; all on-demand, created by `init` 
 | `<prefix>-counters` | `counter_id` | one per rate-limit counter: window_start, hits; TTL `expires_at`. Also the search answer cache: (`cache#<hash>`) holding `answer` (JSON text) and `stored_at`, TTL `expires_at` |
 | `<prefix>-usage` | `pk`, `sk` | a record at (`user#<user_id>`, `<created_at:020.6f>#<request_id>`), its non-token `units` a map (absent when empty); a settlement guard at (`req#<request_id>`, `req`) with TTL `expires_at`. Also the responses (API.md 3.8): (`resp#<id>`, `head`) holding `user_id`, `model`, `created_at` and, for a translated model, the document zlib-compressed in `doc` with `parts`, the parts past the first at (`resp#<id>`, `part#<n>`) in `data`, 350 KB each (an item holds at most 400 KB); all with TTL `expires_at` (30 days) |
 | `<prefix>-catalog` | `pk`, `sk` | an override at (`models`/`tiers`, name) with one `f_<field>` JSON attribute per field; the version at (`meta`, `version`) |
-| `<prefix>-tasks` | `pk`, `sk` | a task at (`user#<user_id>`, `task#<task_id:020d>`): `rank` and `progress` (what its conditional write compares) and one `f_<field>` JSON attribute per field; a pointer (`up#<provider>#<upstream id>`, `up`) to it; the id sequence at (`seq`, `task`) |
+| `<prefix>-tasks` | `pk`, `sk` | a task at (`user#<user_id>`, `task#<task_id:020d>`): `rank` and `progress` (what its conditional write compares) and one `f_<field>` JSON attribute per field; a pointer (`up#<provider>#<upstream id>`, `up`) to it; one (`open`, `task#<task_id:020d>`) per task until the sweep finds it final; the id sequence at (`seq`, `task`) |
 
 Why this shape: every read the gateway makes per request is a strongly consistent `GetItem` (keys
 and users — revocation must not wait for a replica), and every list is a `Query` on a partition
@@ -496,8 +496,9 @@ class DynamoDBStore:
                 **{"f_" + k: _s(json.dumps(v)) for k, v in task.__dict__.items()}}
         pointer = {"pk": _s(f"up#{task.provider}#{task.upstream_id}"), "sk": _s("up"),
                    "user_id": _s(task.user_id), "task_id": _n(task.task_id)}
+        opened = {**_open_task_address(task.task_id), "user_id": _s(task.user_id), "task_id": _n(task.task_id)}
         if self._transact([_put(table, item, "attribute_not_exists(pk)"),
-                           _put(table, pointer, "attribute_not_exists(pk)")]) is not None:
+                           _put(table, pointer, "attribute_not_exists(pk)"), _put(table, opened)]) is not None:
             raise AlreadyExists(f"task {task.task_id} exists")
 
     def get_task(self, user_id: str, task_id: int) -> TaskRecord | None:
@@ -548,6 +549,19 @@ class DynamoDBStore:
         expr = _Update({"f_file_id": json.dumps(file_id)})
         self._update("tasks", _task_address(user_id, task_id), expr, "attribute_exists(pk)",
                      NotFound(f"no task {task_id}"))
+
+    def open_tasks(self, limit: int = 100) -> list[TaskRecord]:
+        """The `open` partition lists every task created (one small item each, oldest first); an
+        item whose task is final is deleted here rather than by the conditional write that made
+        it final, which stays a single UpdateItem."""
+        found = []
+        for marker in self._query("tasks", "pk = :open", {":open": _s(_OPEN_TASKS)}, at_most=limit):
+            task = self.get_task(marker["user_id"]["S"], int(marker["task_id"]["N"]))
+            if task is None or task.final:
+                self._client.delete_item(TableName=self.tables["tasks"], Key={"pk": marker["pk"], "sk": marker["sk"]})
+            else:
+                found.append(task)
+        return found
 
     # responses (items of the usage table: it has the TTL, and the functions that call models may
     # already write it; they read only `resp#` items of it) ---------------------------------------
@@ -929,6 +943,13 @@ def _usage_range(user_id: str, since: float | None, until: float | None,
         filters.append("model = :model")
         values[":model"] = _s(model)
     return values, " AND ".join(filters) or None
+
+
+_OPEN_TASKS = "open"
+
+
+def _open_task_address(task_id: int) -> dict[str, Any]:
+    return {"pk": _s(_OPEN_TASKS), "sk": _s(f"task#{task_id:020d}")}
 
 
 def _task_address(user_id: str, task_id: int) -> dict[str, Any]:

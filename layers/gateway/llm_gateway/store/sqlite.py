@@ -125,6 +125,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     UNIQUE (provider, upstream_id)
 );
 CREATE INDEX IF NOT EXISTS tasks_by_user ON tasks(user_id, task_id);
+CREATE INDEX IF NOT EXISTS tasks_open ON tasks(task_id) WHERE rank < 3;
 CREATE TABLE IF NOT EXISTS responses (
     response_id TEXT PRIMARY KEY,
     user_id TEXT NOT NULL,
@@ -567,6 +568,11 @@ class SQLiteStore:
             if not c.execute("UPDATE tasks SET fields = json_set(fields, '$.file_id', ?)"
                              " WHERE task_id = ? AND user_id = ?", (file_id, task_id, user_id)).rowcount:
                 raise NotFound(f"no task {task_id}")
+
+    def open_tasks(self, limit: int = 100) -> list[TaskRecord]:
+        rows = self._conn().execute(
+            f"SELECT fields FROM tasks WHERE rank < {FINAL_RANK} ORDER BY task_id LIMIT ?", (limit,)).fetchall()  # tasks_open
+        return [TaskRecord(**json.loads(r[0])) for r in rows]
 
     # responses -----------------------------------------------------------------------------
     def put_response(self, record: StoredResponse) -> None:
