@@ -85,12 +85,11 @@ async def create_response(request: Request, who: Caller = Depends(caller), rt: R
     async def keep_record(record: StoredResponse) -> None:
         await rt.blocking.finish(rt.store.put_response, record)
 
-    if not stream:
+    if not isinstance(answer, StreamingResponse):  # a slow answer padded for an idle cut streams (relay/idle.py)
         record = watched.ready()
         if record is not None:
             await keep_record(record)
         return answer
-    assert isinstance(answer, StreamingResponse)
     answer.body_iterator = _recording(answer.body_iterator, watched, keep_record)  # type: ignore[arg-type]
     return answer
 

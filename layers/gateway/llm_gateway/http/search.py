@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from .. import logs
 from ..admission.gate import require_kind
@@ -155,7 +155,7 @@ async def serper_search(request: Request, who: Caller = Depends(search_caller),
     response = await serve_call(request, rt, who, spec, SearchPlan("serper-search", params), route="serper-search",
                                 stream=False, input_tokens=0, max_output_tokens=None, expected=Usage())
     response.headers[CACHE_HEADER] = "miss"
-    if max_age is not None:
+    if max_age is not None and not isinstance(response, StreamingResponse):  # padded (relay/idle.py): not kept
         await _remember(rt, key, bytes(response.body))
     return response
 

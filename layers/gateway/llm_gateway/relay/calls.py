@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Protocol
@@ -30,6 +30,7 @@ from ..http.responses import JSON, EventStreamResponse
 from ..providers.base import Event, EventStream
 from ..runtime import Runtime
 from ..store.base import UsageRecord
+from . import idle
 
 
 class StreamTranslator(Protocol):
@@ -84,7 +85,7 @@ def _fallback_usage(ticket_input: int, reported: Usage | None, texts: list[str],
     return reported
 
 
-async def serve_call(
+def serve_call(
     request: Request,
     rt: Runtime,
     caller: Caller,
@@ -96,30 +97,44 @@ async def serve_call(
     input_tokens: int,
     max_output_tokens: int | None,
     expected: Usage | None = None,
-) -> Response:
-    """`expected`: what the call will use, where it is not tokens in and out (images, characters)."""
+) -> Coroutine[Any, Any, Response]:
+    """The call, to be awaited. `expected`: what the call will use, where it is not tokens in and
+    out (images, characters). A plain function choosing the coroutine, so that a non-streamed call
+    with no idle pad (the default) runs exactly as many coroutine layers as a stream."""
+    if stream:
+        return _streamed(request, rt, caller, spec, plan, route, input_tokens, max_output_tokens, expected)
+    answer = _answered(request, rt, caller, spec, plan, route, input_tokens, max_output_tokens, expected)
+    if rt.settings.idle_pad_seconds:  # behind an idle cut (API Gateway's, on the streaming functions)
+        return idle.padded(answer, rt.settings.idle_pad_seconds, request.scope["path"], context(request))
+    return answer
+
+
+async def _answered(request: Request, rt: Runtime, caller: Caller, spec: ModelSpec, plan: Plan, route: str,
+                    input_tokens: int, max_output_tokens: int | None, expected: Usage | None) -> Response:
+    """A non-streamed call: the upstream's answer in the route's shape, charged once."""
     ctx, provider, ticket = await _admitted(request, rt, caller, spec, route, input_tokens, max_output_tokens,
                                             expected)
     async with _upstream(rt, ctx, ticket):
-        if not stream:
-            data = await provider.send(plan.operation, plan.body, model=spec.upstream_model, headers=plan.headers)
-        else:
-            events = await provider.stream(plan.operation, plan.body, model=spec.upstream_model,
-                                           headers=plan.headers)
+        data = await provider.send(plan.operation, plan.body, model=spec.upstream_model, headers=plan.headers)
+    try:
+        body, usage, text = plan.reply(data)
+    except GatewayError:
+        await settle_off_loop(rt, ticket, None, "error")
+        raise
+    if usage is None:
+        usage = _fallback_usage(input_tokens, None, [text], spec.encoding)
+    record = await settle_off_loop(rt, ticket, usage, "ok")
+    if record is not None:
+        ctx.cost = record.cost
+    return JSON(body)
 
-    if not stream:
-        try:
-            body, usage, text = plan.reply(data)
-        except GatewayError:
-            await settle_off_loop(rt, ticket, None, "error")
-            raise
-        if usage is None:
-            usage = _fallback_usage(input_tokens, None, [text], spec.encoding)
-        record = await settle_off_loop(rt, ticket, usage, "ok")
-        if record is not None:
-            ctx.cost = record.cost
-        return JSON(body)
 
+async def _streamed(request: Request, rt: Runtime, caller: Caller, spec: ModelSpec, plan: Plan, route: str,
+                    input_tokens: int, max_output_tokens: int | None, expected: Usage | None) -> Response:
+    ctx, provider, ticket = await _admitted(request, rt, caller, spec, route, input_tokens, max_output_tokens,
+                                            expected)
+    async with _upstream(rt, ctx, ticket):
+        events = await provider.stream(plan.operation, plan.body, model=spec.upstream_model, headers=plan.headers)
     translator = plan.translator()
     return EventStreamResponse(
         _pump(rt, ticket, events, translator, input_tokens, spec.encoding, ctx),
