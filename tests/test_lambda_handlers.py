@@ -193,6 +193,20 @@ def test_management_handler_serves_the_console_with_its_policy(lambda_env):
     assert script.startswith(b"// llm-gateway console")
 
 
+def test_management_handler_serves_the_whole_apis_schema_and_its_docs_page(lambda_env):
+    """The management function alone holds the schema of every family's routes, and Swagger UI's files."""
+    handler = load_handler("management")
+    status, _, schema = invoke(handler, proxy_event("GET", "/openapi.json"))
+    assert status == 200
+    assert {"/v1/chat/completions", "/v1/messages", "/v1/models", "/api/v1/user/usage"} <= set(schema["paths"])
+    status, headers, page = invoke_raw(handler, proxy_event("GET", "/docs"))
+    assert (status, headers["content-type"]) == (200, "text/html; charset=utf-8")
+    assert b"docs/swagger-ui-bundle.js" in page
+    event = proxy_event("GET", "/docs/swagger-ui.css", resource="/docs/{asset}", path_parameters={"asset": "swagger-ui.css"})
+    status, headers, css = invoke_raw(handler, event)
+    assert (status, headers["content-type"]) == (200, "text/css; charset=utf-8") and b".swagger-ui" in css
+
+
 def test_provider_secrets_from_secrets_manager_do_not_override_the_environment(moto_dynamodb):
     arn = boto3.client("secretsmanager").create_secret(
         Name="gw-" + uuid.uuid4().hex[:8],

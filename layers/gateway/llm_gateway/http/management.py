@@ -22,7 +22,7 @@ from ..errors import GatewayError, invalid
 from ..runtime import Runtime
 from ..store.base import USAGE_GROUPS, Key, KeyCapReached, NotFound, User
 from ..views import balance_view, key_view, membership_view, rate_view, usage_page_view, usage_summary_view
-from . import console
+from . import apidocs, console
 from .body import field, loose_bool, loose_int, loose_money, loose_time, parse_body
 from .deps import caller, runtime
 from .responses import platform_ok
@@ -248,3 +248,5 @@ async def _fresh_user(rt: Runtime, who: Caller) -> User:
 
 # The web console (API.md 8) is served by this family too, so on AWS by the management function.
 console.add_routes(router)
+# So are the API's schema and its Swagger UI page (/openapi.json, /docs), which describe every family.
+apidocs.add_routes(router)

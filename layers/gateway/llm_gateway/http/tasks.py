@@ -109,7 +109,12 @@ def _task_id(source: dict[str, Any]) -> int:
     task_id = loose_int(source, "taskId", minimum=1)
     if task_id is None:
         raise invalid("Missing required parameter: 'taskId'.", "taskId")
+    if task_id > MAX_TASK_ID:  # no store holds it: the same 404 as any unknown task
+        raise service.not_found(task_id)
     return task_id
+
+
+MAX_TASK_ID = 2**63 - 1  # the largest integer SQLite stores (ids come from a sequence far below it)
 
 
 async def _fields(request: Request, rt: Runtime) -> dict[str, Any]:
