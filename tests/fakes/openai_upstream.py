@@ -3,6 +3,7 @@
 It records every request it receives (headers and JSON body) so tests can assert what the
 gateway sent upstream. Behaviour is chosen per upstream model id through `FakeOpenAI.behaviors`:
   status       answer this HTTP status with an OpenAI error body
+  retry_after  with `status`: the Retry-After header (seconds) to send with it
   delay        seconds to wait before answering (or before the first chunk)
   chunk_delay  seconds between stream chunks
   fail_after   break the stream (drop the connection) after this many content chunks
@@ -36,6 +37,7 @@ class Received:
     headers: dict[str, str]
     body: dict[str, Any]
     raw: bytes = b""  # the body's exact bytes
+    query: str = ""  # the query string (Azure's api-version)
 
 
 @dataclass
@@ -87,7 +89,7 @@ class FakeOpenAI:
         except ValueError:
             return self._error(400, "We could not parse the JSON body of your request."), {}, {}
         if self.record:
-            self.received.append(Received(request.url.path, dict(request.headers), body, raw))
+            self.received.append(Received(request.url.path, dict(request.headers), body, raw, request.url.query))
         if request.url.path.startswith("/openai/v1/"):  # Azure's v1 surface: no api-version, model in the body
             if request.headers.get("api-key") != self.api_key:
                 return self._error(401, "Access denied due to invalid subscription key.", "invalid_request_error"), body, {}
@@ -106,7 +108,10 @@ class FakeOpenAI:
             await asyncio.sleep(behavior["delay"])
         if behavior.get("status"):
             status = behavior["status"]
-            return self._error(status, behavior.get("message", f"fake upstream error {status}")), body, behavior
+            refused = self._error(status, behavior.get("message", f"fake upstream error {status}"))
+            if behavior.get("retry_after"):
+                refused.headers["retry-after"] = str(behavior["retry_after"])
+            return refused, body, behavior
         return None, body, behavior
 
     def _usage(self, behavior: dict) -> dict[str, Any] | None:

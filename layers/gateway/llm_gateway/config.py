@@ -46,6 +46,9 @@ class Settings:
     usage_retention_days: float = 0.0
     # On AWS, the SQS queue a settlement that could not be written goes to (else the store keeps it).
     settlement_queue_url: str | None = None
+    # Channels (API.md 7): seconds a failed channel is skipped, per process; attempts per request.
+    channel_cooldown: float = 30.0
+    max_attempts: int = 3
     env: dict = field(default_factory=dict, repr=False, compare=False)
 
     def secret(self, name: str) -> str | None:
@@ -71,6 +74,8 @@ def get_settings() -> Settings:
         sse_keepalive=_float("GATEWAY_SSE_KEEPALIVE", 15.0),
         usage_retention_days=max(0.0, _float("GATEWAY_USAGE_RETENTION_DAYS", 0.0)),
         settlement_queue_url=os.environ.get("GATEWAY_SETTLEMENT_QUEUE_URL") or None,
+        channel_cooldown=max(0.0, _float("GATEWAY_CHANNEL_COOLDOWN", 30.0)),
+        max_attempts=max(1, _int("GATEWAY_MAX_ATTEMPTS", 3)),
         env=dict(os.environ),
     )
 

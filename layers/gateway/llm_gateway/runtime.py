@@ -20,6 +20,7 @@ from .admission.gate import Gate
 from .admission.keys import KeyResolver
 from .billing.retry import Parking, housekeeping
 from .catalog import CatalogSource
+from .catalog.channels import Router
 from .config import Settings, get_settings
 from .providers import Providers
 from .store import Store, open_store
@@ -95,6 +96,7 @@ class Runtime:
     keys: KeyResolver
     gate: Gate
     providers: Providers
+    router: Router
     blocking: Blocking = field(default_factory=lambda: Blocking(default_store_threads()))
     parking: Parking | None = None  # where a settlement that cannot be written goes (None: the store)
 
@@ -105,13 +107,15 @@ class Runtime:
         if settings.store_url.startswith("sqlite:"):
             store.init()  # the embedded store initialises itself; on AWS the template creates tables
         catalogs = CatalogSource(store, ttl=settings.cache_ttl)
+        providers = Providers(settings)
         return cls(
             settings=settings,
             store=store,
             catalogs=catalogs,
             keys=KeyResolver(store, ttl=settings.cache_ttl),
             gate=Gate(store, catalogs),
-            providers=Providers(settings),
+            providers=providers,
+            router=Router(providers, cooldown=settings.channel_cooldown, max_attempts=settings.max_attempts),
             blocking=Blocking(default_store_threads(), getattr(store, "attempt", None)),
             parking=Parking(store, settings.settlement_queue_url),
         )

@@ -31,6 +31,8 @@ class Ticket:
     multiplier: Fraction
     created_at: float = field(default_factory=time.time)
     settled: bool = False
+    channel: str = ""  # the channel that answered (API.md 7), set by the relay
+    attempts: int = 1  # upstream calls made for this request, over every channel tried
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)

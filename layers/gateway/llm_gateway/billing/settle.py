@@ -60,6 +60,8 @@ def charge(ticket: Ticket, usage: Usage | None, status: str = "ok") -> UsageReco
         reserved=ticket.reserved,
         latency_ms=max(0, int((time.time() - ticket.created_at) * 1000)),
         status=status,
+        channel=ticket.channel,
+        attempts=ticket.attempts,
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from ..money import to_micros
 from ..providers import default_wire
 from ..store.base import TIERS, Store
+from .channels import Channel, parse_channels
 
 # Prices per 1M tokens, held as micros per token.
 TOKEN_PRICES = ("input", "output", "cache_read", "cache_write", "audio_input", "audio_output")
@@ -165,6 +166,7 @@ class Catalog:
                 merged["rpm"] = {**(raw_models[name].get("rpm") or {}), **(fields["rpm"] or {})}
             raw_models[name] = merged
         self.models: dict[str, ModelSpec] = {n: _spec(n, m) for n, m in raw_models.items()}
+        self.channels: tuple[Channel, ...] = ()  # the stored channels (catalog.channels), set by CatalogSource
         self.tiers: dict[str, TierSpec] = {}
         tier_over = overrides.get("tiers") or {}
         for t in TIERS:
@@ -200,6 +202,11 @@ class CatalogSource:
         """Re-read overrides on the next `current()` (after this process changed them itself)."""
         self._checked = -1e18
 
+    @property
+    def last(self) -> Catalog:
+        """The catalog last handed out, without a store read (the one this request was served from)."""
+        return self._catalog if self._catalog is not None else self.current()
+
     def stale(self) -> bool:
         """Whether the next `current()` would read the store (run `current` off the loop then)."""
         return self._catalog is None or time.monotonic() - self._checked >= self._ttl
@@ -212,7 +219,11 @@ class CatalogSource:
             if self._catalog is None or now - self._checked >= self._ttl:
                 version = self._store.catalog_version()
                 if self._catalog is None or version != self._version:
-                    self._catalog = Catalog(default_catalog(), self._store.get_catalog_overrides())
+                    catalog = Catalog(default_catalog(), self._store.get_catalog_overrides())
+                    list_channels = getattr(self._store, "list_channels", None)
+                    if list_channels is not None:
+                        catalog.channels = parse_channels(list_channels())
+                    self._catalog = catalog
                     self._version = version
                 self._checked = now
         return self._catalog

@@ -24,11 +24,13 @@ class RequestContext:
     cost: int | None = None  # micros charged
     status_detail: str | None = None  # why a call failed (an error kind or exception name)
     stream_status: str | None = None  # how a stream ended: ok, upstream_error, client_closed
+    channel: str | None = None  # the upstream channel that answered, or was tried last (API.md 7)
+    attempts: int | None = None  # upstream calls made, over every channel tried
 
     def log_fields(self) -> dict[str, Any]:
         """The fields of the request's log line that are known (ids and counts, never a secret)."""
         fields: dict[str, Any] = {}
-        for name in ("key_id", "user_id", "model", "cost", "status_detail", "stream_status"):
+        for name in ("key_id", "user_id", "model", "cost", "status_detail", "stream_status", "channel", "attempts"):
             value = getattr(self, name)
             if value is not None:
                 fields[name] = value

@@ -9,12 +9,15 @@ Providers are created once per process and reused (pooled connections).
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..errors import GatewayError
+
+if TYPE_CHECKING:
+    from ..catalog.channels import Channel
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class Providers:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._made: dict[str, Any] = {}
+        self._retired: list[Any] = []  # instances of changed channels, closed with the rest
 
     def get(self, name: str) -> Any:
         provider = self._made.get(name)
@@ -78,7 +82,34 @@ class Providers:
             self._made[name] = provider
         return provider
 
+    def for_channel(self, channel: Channel) -> Any:
+        """The provider instance of a stored channel: its class made over the settings the channel
+        gives (address, credential by name, region, API version), each as the setting the class reads
+        (its `channel_settings`); one instance per channel definition, so a changed channel gets a
+        fresh one and an unchanged one keeps its connections."""
+        key = f"channel:{channel.name}:{hash(channel)}"
+        provider = self._made.get(key)
+        if provider is None:
+            registration = REGISTRY[channel.provider]
+            module, _, cls_name = registration.factory.partition(":")
+            cls = getattr(importlib.import_module(module), cls_name)
+            overlay: dict[str, Any] = {}
+            for attr, setting in getattr(cls, "channel_settings", {}).items():
+                value = getattr(channel, attr)
+                if value and attr == "api_key_env":
+                    value = self.settings.secret(value) or ""  # the credential, read here, never stored
+                if value:
+                    overlay[setting] = value
+            provider = cls(replace(self.settings, env={**self.settings.env, **overlay}))
+            for old in [k for k in self._made if k.startswith(f"channel:{channel.name}:")]:
+                self._retired.append(self._made.pop(old))
+            self._made[key] = provider
+        return provider
+
     async def aclose(self) -> None:
+        for provider in self._retired:
+            await provider.aclose()
+        self._retired.clear()
         for provider in self._made.values():
             await provider.aclose()
         self._made.clear()

@@ -24,6 +24,7 @@ _STREAM_ERRORS: dict[str, Kind] = {
 
 class AnthropicProvider(HTTPProvider):
     name = "anthropic"
+    channel_settings = {"base_url": "ANTHROPIC_BASE_URL", "api_key_env": "ANTHROPIC_API_KEY"}
     paths = {"messages": "/v1/messages", "count_tokens": "/v1/messages/count_tokens"}
 
     def __init__(self, settings: Settings) -> None:

@@ -19,6 +19,8 @@ DEFAULT_OUTPUT_FORMAT = "audio-24khz-48kbitrate-mono-mp3"
 
 
 class AzureSpeechProvider(HTTPProvider):
+    channel_settings = {"base_url": "AZURE_SPEECH_ENDPOINT", "api_key_env": "AZURE_SPEECH_KEY",
+                        "region": "AZURE_SPEECH_REGION"}
     name = "azure-speech"
     paths = {"speech": "/cognitiveservices/v1", "voices": "/cognitiveservices/voices/list"}
 

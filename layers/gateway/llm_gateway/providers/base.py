@@ -133,6 +133,9 @@ class HTTPProvider:
 
     name = "upstream"
     paths: dict[str, str] = {}
+    # A channel's fields (catalog.channels.Channel) as the settings the class reads: a channel's
+    # provider is the class made over the settings with these replaced (providers.Providers.for_channel).
+    channel_settings: dict[str, str] = {}
 
     def __init__(self, settings: Settings) -> None:
         self.timeout = settings.upstream_timeout

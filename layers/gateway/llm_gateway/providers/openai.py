@@ -15,6 +15,8 @@ from .base import TRANSPORT_ERRORS, Event, HTTPProvider, missing
 
 class OpenAIProvider(HTTPProvider):
     name = "openai"
+    # A channel's fields (catalog.channels) as the settings this class reads.
+    channel_settings = {"base_url": "OPENAI_BASE_URL", "api_key_env": "OPENAI_API_KEY"}
     paths = {
         "chat": "/chat/completions",
         "completions": "/completions",
@@ -79,6 +81,8 @@ class AzureOpenAIProvider(OpenAIProvider):
     """Azure OpenAI: the model's `upstream_model` names the deployment."""
 
     name = "azure"
+    channel_settings = {"base_url": "AZURE_OPENAI_ENDPOINT", "api_key_env": "AZURE_OPENAI_API_KEY",
+                        "api_version": "AZURE_OPENAI_API_VERSION"}
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)

@@ -9,6 +9,7 @@ once, so no route carries a second copy of the billing pipeline.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -18,13 +19,14 @@ from typing import Any, Protocol
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from .. import tokens
+from .. import logs, tokens
 from ..admission.keys import Caller
 from ..billing.reservation import Ticket
 from ..billing.settle import charge, settle, write
 from ..billing.usage import Usage
 from ..catalog import ModelSpec
-from ..errors import GatewayError
+from ..catalog.channels import Route
+from ..errors import GatewayError, UpstreamError
 from ..http.context import RequestContext, context
 from ..http.responses import JSON, EventStreamResponse
 from ..providers.base import Event, EventStream
@@ -112,10 +114,10 @@ def serve_call(
 async def _answered(request: Request, rt: Runtime, caller: Caller, spec: ModelSpec, plan: Plan, route: str,
                     input_tokens: int, max_output_tokens: int | None, expected: Usage | None) -> Response:
     """A non-streamed call: the upstream's answer in the route's shape, charged once."""
-    ctx, provider, ticket = await _admitted(request, rt, caller, spec, route, input_tokens, max_output_tokens,
+    ctx, channels, ticket = await _admitted(request, rt, caller, spec, route, input_tokens, max_output_tokens,
                                             expected)
     async with _upstream(rt, ctx, ticket):
-        data = await provider.send(plan.operation, plan.body, model=spec.upstream_model, headers=plan.headers)
+        data = await _call(rt, ctx, ticket, channels, "send", plan.operation, plan.body, plan.headers)
     try:
         body, usage, text = plan.reply(data)
     except GatewayError:
@@ -131,10 +133,10 @@ async def _answered(request: Request, rt: Runtime, caller: Caller, spec: ModelSp
 
 async def _streamed(request: Request, rt: Runtime, caller: Caller, spec: ModelSpec, plan: Plan, route: str,
                     input_tokens: int, max_output_tokens: int | None, expected: Usage | None) -> Response:
-    ctx, provider, ticket = await _admitted(request, rt, caller, spec, route, input_tokens, max_output_tokens,
+    ctx, channels, ticket = await _admitted(request, rt, caller, spec, route, input_tokens, max_output_tokens,
                                             expected)
     async with _upstream(rt, ctx, ticket):
-        events = await provider.stream(plan.operation, plan.body, model=spec.upstream_model, headers=plan.headers)
+        events = await _call(rt, ctx, ticket, channels, "stream", plan.operation, plan.body, plan.headers)
     translator = plan.translator()
     return EventStreamResponse(
         _pump(rt, ticket, events, translator, input_tokens, spec.encoding, ctx),
@@ -162,10 +164,9 @@ class BytesPlan(Protocol):
 
 async def serve_bytes(request: Request, rt: Runtime, caller: Caller, spec: ModelSpec, plan: BytesPlan, *,
                       route: str) -> Response:
-    ctx, provider, ticket = await _admitted(request, rt, caller, spec, route, 0, None, plan.usage)
+    ctx, channels, ticket = await _admitted(request, rt, caller, spec, route, 0, None, plan.usage)
     async with _upstream(rt, ctx, ticket):
-        answer = await provider.open_bytes(plan.operation, plan.body, model=spec.upstream_model,
-                                           headers=plan.headers)
+        answer = await _call(rt, ctx, ticket, channels, "open_bytes", plan.operation, plan.body, plan.headers)
     # The upstream accepted the call and bills it whatever becomes of the bytes: so does the gateway.
     record = await settle_off_loop(rt, ticket, plan.usage, "ok")
     if record is not None:
@@ -201,23 +202,64 @@ async def _upstream(rt: Runtime, ctx: RequestContext, ticket: Ticket) -> AsyncIt
         ctx.upstream_s = time.perf_counter() - started
 
 
+async def _call(rt: Runtime, ctx: RequestContext, ticket: Ticket, channels: Route, how: str, operation: str,
+                body: dict[str, Any], headers: dict[str, str] | None) -> Any:
+    """The upstream's answer (`how`: the provider's "send", "stream" or "open_bytes"), from the
+    model's one channel, or failing over across its channels (API.md 7)."""
+    hop = channels.single
+    if hop is None:
+        return await _failover(rt, ctx, ticket, channels, how, operation, body, headers)
+    ctx.channel = ticket.channel = hop.channel.name
+    ctx.attempts = 1
+    return await getattr(hop.provider, how)(operation, hop.body(body), model=hop.model, headers=headers)
+
+
+async def _failover(rt: Runtime, ctx: RequestContext, ticket: Ticket, channels: Route, how: str, operation: str,
+                    body: dict[str, Any], headers: dict[str, str] | None) -> Any:
+    """Channel after channel (by priority, weighted within one, cooling ones skipped) until one
+    answers, at most `GATEWAY_MAX_ATTEMPTS`: only failures another channel may not share move on
+    (`GatewayError.retryable`); the client's own (400, 404, 422) are answered. A stream is returned
+    once its first event has arrived and before any byte reaches the client, so a failure to start
+    moves on while a failure later never does. The last failure is the caller's."""
+    router = rt.router
+    failed: GatewayError | None = None
+    attempts = 0
+    for hop in channels.order(router.cooling, router.max_attempts):
+        attempts += 1
+        ctx.channel = ticket.channel = hop.channel.name
+        ctx.attempts = ticket.attempts = attempts
+        try:
+            return await getattr(hop.provider, how)(operation, hop.body(body), model=hop.model, headers=headers)
+        except GatewayError as err:
+            if not err.retryable:
+                raise
+            router.cool(hop, err)
+            logs.log("channel failed", level=logging.WARNING, request_id=ctx.request_id, channel=hop.channel.name,
+                     attempt=attempts, kind=err.kind)
+            failed = err
+    raise failed or UpstreamError("upstream_error", f"No enabled channel serves the model '{channels.model}'.")
+
+
 async def _admitted(
     request: Request, rt: Runtime, caller: Caller, spec: ModelSpec, route: str, input_tokens: int,
     max_output_tokens: int | None, expected: Usage | None,
-) -> tuple[RequestContext, Any, Ticket]:
-    """The request's context, its provider, and its reservation. Admission reserves money: if this
+) -> tuple[RequestContext, Route, Ticket]:
+    """The request's context, its channels, and its reservation. Admission reserves money: if this
     request is cancelled while the store works, the reservation is released as soon as it exists,
     in the store's thread."""
     ctx = context(request)
     ctx.model = spec.name
-    provider = rt.providers.get(spec.provider)
-    provider.require_configured()
+    channels = rt.router.route(rt.catalogs.last, spec)
+    if channels.single is not None:
+        channels.single.provider.require_configured()
+    elif not channels.groups:
+        raise UpstreamError("upstream_error", f"No enabled channel serves the model '{spec.name}'.")
     ticket = await rt.blocking.finish(
         rt.gate.admit, caller, spec, input_tokens=input_tokens, max_output_tokens=max_output_tokens,
         expected=expected, request_id=ctx.request_id, route=route,
         undo=partial(settle, rt.store, usage=None, status="error"),
     )
-    return ctx, provider, ticket
+    return ctx, channels, ticket
 
 
 async def _pump(

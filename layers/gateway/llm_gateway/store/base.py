@@ -95,6 +95,9 @@ class UsageRecord:
     # What the call used besides text tokens (billing.usage.Usage.units): audio tokens, images by
     # "SIZE/QUALITY", characters, calls, pool. Empty for a plain token call.
     units: dict[str, Any] = field(default_factory=dict)
+    # The channel that answered and the upstream calls made (API.md 7): the operator's, never a client's.
+    channel: str = ""
+    attempts: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -99,7 +99,9 @@ CREATE TABLE IF NOT EXISTS usage (
     reserved INTEGER NOT NULL,
     latency_ms INTEGER NOT NULL,
     status TEXT NOT NULL,
-    units TEXT NOT NULL DEFAULT '{}'
+    units TEXT NOT NULL DEFAULT '{}',
+    channel TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS usage_by_user ON usage(user_id, created_at);
 CREATE TABLE IF NOT EXISTS catalog (
@@ -234,10 +236,13 @@ class SQLiteStore:
                 f"the SQLite store needs SQLite 3.35 or newer (this Python has {sqlite3.sqlite_version})"
             )
         self._conn().executescript(_SCHEMA)
-        if "units" not in _columns(self._conn(), "usage"):
-            with self._tx() as c:  # a database made before the column existed gets it, once, under the lock
-                if "units" not in _columns(c, "usage"):
-                    c.execute("ALTER TABLE usage ADD COLUMN units TEXT NOT NULL DEFAULT '{}'")
+        added = {"units": "TEXT NOT NULL DEFAULT '{}'", "channel": "TEXT NOT NULL DEFAULT ''",
+                 "attempts": "INTEGER NOT NULL DEFAULT 1"}
+        if not set(added) <= _columns(self._conn(), "usage"):
+            with self._tx() as c:  # a database made before a column existed gets it, once, under the lock
+                for column, kind in added.items():
+                    if column not in _columns(c, "usage"):
+                        c.execute(f"ALTER TABLE usage ADD COLUMN {column} {kind}")
         self._initialised = True
 
     def close(self) -> None:
@@ -394,11 +399,11 @@ class SQLiteStore:
                 c.execute(
                     "INSERT INTO usage (request_id, user_id, key_id, model, route, created_at, input_tokens,"
                     " output_tokens, cache_read_tokens, cache_write_tokens, cost, reserved, latency_ms, status,"
-                    " units) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " units, channel, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         r.request_id, r.user_id, r.key_id, r.model, r.route, r.created_at, r.input_tokens,
                         r.output_tokens, r.cache_read_tokens, r.cache_write_tokens, r.cost, r.reserved,
-                        r.latency_ms, r.status, json.dumps(r.units) if r.units else "{}",
+                        r.latency_ms, r.status, json.dumps(r.units) if r.units else "{}", r.channel, r.attempts,
                     ),
                 )
             except sqlite3.IntegrityError:
