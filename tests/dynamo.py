@@ -50,7 +50,8 @@ class MotoServer:
 
     def env(self) -> dict[str, str]:
         return {**AWS_TEST_ENV, "AWS_ENDPOINT_URL_DYNAMODB": self.url, "AWS_ENDPOINT_URL_SSM": self.url,
-                "AWS_ENDPOINT_URL_SECRETS_MANAGER": self.url, "AWS_ENDPOINT_URL_SQS": self.url}
+                "AWS_ENDPOINT_URL_SECRETS_MANAGER": self.url, "AWS_ENDPOINT_URL_SQS": self.url,
+                "AWS_ENDPOINT_URL_S3": self.url}
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,9 @@ FAMILIES: dict[str, str] = {
     "tasks": "llm_gateway.http.tasks",
 }
 
+# How often `serve` looks for stale tasks (tasks.service.sweep; they are stale after an hour).
+TASK_SWEEP_SECONDS = 60.0
+
 # FastAPI 0.160+ asks the OpenTelemetry API on every request whether a tracer, meter or logger
 # provider is configured (three environment lookups each time). The gateway writes its own log line
 # per request and traces through X-Ray on AWS; it turns that off where FastAPI has the setting.
@@ -59,17 +62,22 @@ def _available(names: Iterable[str]) -> list[str]:
 def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = None,
                housekeeping: float = 0) -> FastAPI:
     """An ASGI app serving `families` (default: every family) over one shared runtime; with
-    `housekeeping` seconds, it also drains parked settlements and prunes old usage that often."""
+    `housekeeping` seconds, it also drains parked settlements and prunes old usage that often (and,
+    serving tasks, fails the stale ones every TASK_SWEEP_SECONDS)."""
     rt = runtime or Runtime.build()
     logs.configure(rt.settings.log_level)
     names = _available(families if families is not None else FAMILIES)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        chores = asyncio.create_task(rt.housekeeping(housekeeping)) if housekeeping > 0 else None
+        chores = [asyncio.create_task(rt.housekeeping(housekeeping))] if housekeeping > 0 else []
+        if housekeeping > 0 and "tasks" in names:  # tasks whose upstream went silent: failed, released
+            from ..tasks.service import sweep_forever
+
+            chores.append(asyncio.create_task(sweep_forever(app, TASK_SWEEP_SECONDS)))
         yield
-        if chores is not None:
-            chores.cancel()
+        for chore in chores:
+            chore.cancel()
         await rt.providers.aclose()
 
     app = FastAPI(

@@ -17,15 +17,15 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from ..admission.keys import Caller
 from ..errors import GatewayError, invalid
 from ..providers.midjourney import action_of
 from ..runtime import Runtime
 from ..tasks import lifecycle, service
-from ..tasks.files import FILE_ID, content_type
-from ..tasks.images import variant_of
+from ..tasks.files import FILE_ID, IMMUTABLE, Files, S3Files, content_type
+from ..tasks.images import Variant, variant_of
 from ..tasks.service import Submission
 from ..tasks.webhooks import check_url
 from .body import loose_int, parse_body
@@ -38,8 +38,8 @@ MJ = "/api/v1/ai/draw/mj"
 DIMENSIONS = ("PORTRAIT", "SQUARE", "LANDSCAPE")
 PAGE_SIZES = (5, 20)
 _DATA_URI = re.compile(r"data:image/[A-Za-z0-9.+-]+;base64,(.*)", re.DOTALL)
-# a year: a stored file never changes (a new image gets a new id)
-IMMUTABLE = "public, max-age=31536000, immutable"
+# a redirect to a presigned link is cached well within the link's life (S3Files.LINK_SECONDS)
+LINK_CACHE = "public, max-age=300"
 
 
 # --- reading the fields --------------------------------------------------------------------------
@@ -230,20 +230,33 @@ async def upstream_callback(secret: str, request: Request, rt: Runtime = Depends
 
 @router.get(lifecycle.FILES_ROUTE + "{file_id}")
 async def public_file(file_id: str, request: Request, rt: Runtime = Depends(runtime)) -> Response:
-    """No key needed, as OhMyGPT's public files: the id is unguessable."""
+    """No key needed, as OhMyGPT's public files: the id is unguessable. From S3 (AWS), a 302 to a
+    presigned link of the object (tasks.files says why); from a folder, the bytes."""
     if not FILE_ID.fullmatch(file_id):
         raise GatewayError("not_found", "File not found.")
     variant = variant_of(dict(request.query_params))
     files = service.state(request).files
     name = file_id if variant is None else f"{file_id}.v/{variant.name}"
+    if isinstance(files, S3Files):
+        if not await rt.blocking(files.exists, name) and (
+                variant is None or await _make_variant(rt, files, file_id, name, variant) is None):
+            raise GatewayError("not_found", "File not found.")
+        return RedirectResponse(files.link(name), status_code=302, headers={"cache-control": LINK_CACHE})
     data = await rt.blocking(files.get, name)
     if data is None and variant is not None:
-        original = await rt.blocking(files.get, file_id)
-        if original is not None:
-            from ..tasks.images import render
-
-            data = await asyncio.to_thread(render, original, variant)
-            await rt.blocking(files.put, name, data)
+        data = await _make_variant(rt, files, file_id, name, variant)
     if data is None:
         raise GatewayError("not_found", "File not found.")
     return Response(data, media_type=content_type(data), headers={"cache-control": IMMUTABLE})
+
+
+async def _make_variant(rt: Runtime, files: Files, file_id: str, name: str, variant: Variant) -> bytes | None:
+    """Render and keep a variant of the stored file `file_id` (None: there is no such file)."""
+    original = await rt.blocking(files.get, file_id)
+    if original is None:
+        return None
+    from ..tasks.images import render  # Pillow: imported on the first variant a process makes
+
+    data = await asyncio.to_thread(render, original, variant)
+    await rt.blocking(files.put, name, data)
+    return data

@@ -292,6 +292,9 @@ class SQLiteStore:
     def count_users(self) -> int:
         return self._conn().execute("SELECT COUNT(*) FROM users").fetchone()[0]
 
+    def list_users(self) -> list[User]:
+        return [User(**dict(row)) for row in self._conn().execute("SELECT * FROM users ORDER BY user_id")]
+
     # keys ----------------------------------------------------------------------------------
     def create_key(self, key: Key, max_keys: int | None = None) -> Key:
         with self._tx() as c:
@@ -575,8 +578,9 @@ class SQLiteStore:
                 raise NotFound(f"no task {task_id}")
 
     def open_tasks(self, limit: int = 100) -> list[TaskRecord]:
+        # the rank as a literal, so the partial index tasks_open (rank < 3) serves the query
         rows = self._conn().execute(
-            f"SELECT fields FROM tasks WHERE rank < {FINAL_RANK} ORDER BY task_id LIMIT ?", (limit,)).fetchall()  # tasks_open
+            f"SELECT fields FROM tasks WHERE rank < {FINAL_RANK} ORDER BY task_id LIMIT ?", (limit,)).fetchall()
         return [TaskRecord(**json.loads(r[0])) for r in rows]
 
     # responses -----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ image, the webhook), so each happens once however callbacks and polls race.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -36,7 +37,7 @@ from ..runtime import Runtime
 from ..store.base import TaskRecord
 from . import lifecycle
 from .files import Files, new_file_id, open_files
-from .webhooks import Webhooks
+from .webhooks import QueuedWebhooks, Webhooks
 
 MODEL = "midjourney"
 CALLBACK_ROUTE = "/api/v1/ai/draw/mj/callback/"
@@ -44,6 +45,11 @@ CALLBACK_ROUTE = "/api/v1/ai/draw/mj/callback/"
 ACCEPTED = (1, 21, 22)
 QUEUE_FULL = 23
 BANNED = 24
+# A task with no news from its upstream (no step forward) for this long is failed and its
+# reservation released (`expire`): a lost callback and an upstream that forgot the task would
+# otherwise hold the money for ever. Midjourney finishes a job in minutes.
+STALE_SECONDS = 3600.0
+STALE_REASON = "No news of the task from its upstream for too long; its reservation is released."
 
 
 @dataclass
@@ -51,31 +57,51 @@ class TaskState:
     """What the task routes keep per app (per process): the file storage and the webhook worker."""
 
     files: Files
-    webhooks: Webhooks
+    webhooks: Webhooks | QueuedWebhooks
     poll_seconds: float
+    stale_seconds: float
     callback_secret: str | None
     public_url: str | None
 
 
-def state(request: Request) -> TaskState:
-    found = getattr(request.app.state, "tasks", None)
+def state_of(app: Any) -> TaskState:
+    found = getattr(app.state, "tasks", None)
     if found is None:
-        settings = request.app.state.runtime.settings
+        settings = app.state.runtime.settings
+        allow_private = settings.secret("GATEWAY_WEBHOOK_ALLOW_PRIVATE") == "1"
+        queue_url = settings.secret("GATEWAY_WEBHOOK_QUEUE_URL")
         found = TaskState(
             files=open_files(settings),
-            webhooks=Webhooks(allow_private=settings.secret("GATEWAY_WEBHOOK_ALLOW_PRIVATE") == "1",
-                              backoff=float(settings.secret("GATEWAY_WEBHOOK_BACKOFF") or 2.0)),
+            # on AWS a queue and its own function deliver them; under `serve`, this process
+            webhooks=QueuedWebhooks(queue_url, allow_private=allow_private) if queue_url else
+            Webhooks(allow_private=allow_private, backoff=float(settings.secret("GATEWAY_WEBHOOK_BACKOFF") or 2.0)),
             poll_seconds=float(settings.secret("GATEWAY_MJ_POLL_SECONDS") or 3.0),
+            stale_seconds=float(settings.secret("GATEWAY_MJ_STALE_SECONDS") or STALE_SECONDS),
             callback_secret=settings.secret("GATEWAY_MJ_CALLBACK_SECRET"),
             public_url=(settings.secret("GATEWAY_PUBLIC_URL") or "").rstrip("/") or None,
         )
-        request.app.state.tasks = found
+        app.state.tasks = found
     return found
 
 
+def state(request: Request) -> TaskState:
+    return state_of(request.app)
+
+
 def base_url(request: Request) -> str:
-    """Where clients reach this gateway: GATEWAY_PUBLIC_URL, else the request's own origin."""
-    return state(request).public_url or str(request.base_url).rstrip("/")
+    """Where clients reach this gateway: GATEWAY_PUBLIC_URL, else the request's own origin. Through
+    API Gateway (Mangum) the app sees paths without the stage (or a custom domain's base path), so
+    the origin is the event's domain and whatever precedes the app's path in the one it received."""
+    public = state(request).public_url
+    if public:
+        return public
+    event = request.scope.get("aws.event")
+    if isinstance(event, dict):
+        context = event.get("requestContext") or {}
+        domain, full, path = context.get("domainName"), context.get("path") or "", event.get("path") or ""
+        if domain and full.endswith(path):
+            return f"https://{domain}{full[:len(full) - len(path)]}".rstrip("/")
+    return str(request.base_url).rstrip("/")
 
 
 def not_found(task_id: Any) -> GatewayError:
@@ -161,8 +187,12 @@ def _accepted(answer: dict[str, Any]) -> str:
 # --- updates ---------------------------------------------------------------------------------------
 
 async def advance(request: Request, rt: Runtime, task: TaskRecord, upstream: dict[str, Any]) -> TaskRecord:
-    """Apply the upstream's view of `task`; the task as it now is. What follows a step forward is
-    done here, by the one process whose write applied."""
+    """Apply the upstream's view of `task`; the task as it now is."""
+    return await _apply(state(request), base_url(request), rt, task, upstream)
+
+
+async def _apply(ts: TaskState, base: str, rt: Runtime, task: TaskRecord, upstream: dict[str, Any]) -> TaskRecord:
+    """What follows a step forward is done here, by the one process whose write applied."""
     moved = lifecycle.step(task, upstream)
     if moved is None:
         return task
@@ -170,11 +200,11 @@ async def advance(request: Request, rt: Runtime, task: TaskRecord, upstream: dic
     written = await rt.blocking.finish(rt.store.advance_task, task.user_id, task.task_id, status, progress, changes)
     if written is None:  # another update got there first: ours was late
         return await rt.blocking(rt.store.get_task, task.user_id, task.task_id) or task
-    await _after(request, rt, written)
+    await _after(ts, base, rt, written)
     return written
 
 
-async def _after(request: Request, rt: Runtime, task: TaskRecord) -> None:
+async def _after(ts: TaskState, base: str, rt: Runtime, task: TaskRecord) -> None:
     if task.final:
         ticket = Ticket.from_dict(task.ticket)
         if task.status == "SUCCESS":
@@ -182,18 +212,18 @@ async def _after(request: Request, rt: Runtime, task: TaskRecord) -> None:
         else:
             await settle_off_loop(rt, ticket, None, "error")
     if task.status == "SUCCESS" and task.image_dc_url and not task.file_id:
-        task.file_id = await store_image(request, rt, task)
+        task.file_id = await store_image(ts, rt, task)
     if task.webhook_url:
-        state(request).webhooks.send(task.task_id, task.webhook_url, lifecycle.public(task, base_url(request)))
+        ts.webhooks.send(task.task_id, task.webhook_url, lifecycle.public(task, base))
 
 
-async def store_image(request: Request, rt: Runtime, task: TaskRecord) -> str:
+async def store_image(ts: TaskState, rt: Runtime, task: TaskRecord) -> str:
     """Copy the task's upstream image into the gateway's storage; its file id ("" if that failed:
     the task keeps its upstream image, and a later query tries again)."""
     try:
         data, _ = await rt.providers.get(task.provider).task_image(task.image_dc_url)
         file_id = new_file_id()
-        await rt.blocking(state(request).files.put, file_id, data)
+        await rt.blocking(ts.files.put, file_id, data)
         await rt.blocking(rt.store.set_task_file, task.user_id, task.task_id, file_id)
         return file_id
     except Exception:  # noqa: BLE001 - the task has succeeded; its copy is a convenience
@@ -202,19 +232,68 @@ async def store_image(request: Request, rt: Runtime, task: TaskRecord) -> str:
 
 
 async def refresh(request: Request, rt: Runtime, task: TaskRecord) -> TaskRecord:
-    """A task as its upstream sees it now, if it is not final and has not been updated lately."""
+    """A task as its upstream sees it now, if it is not final and has not been updated lately; one
+    silent for longer than the stale bound is failed (`expire`)."""
+    ts = state(request)
     if task.final:
         if task.status == "SUCCESS" and task.image_dc_url and not task.file_id:
-            task.file_id = await store_image(request, rt, task)
+            task.file_id = await store_image(ts, rt, task)
         return task
-    if time.time() - task.updated_at < state(request).poll_seconds:
+    if time.time() - task.updated_at < ts.poll_seconds:
         return task
     try:
         upstream = await rt.providers.get(task.provider).task_fetch(task.upstream_id)
     except GatewayError as err:  # the stored task is still an answer
         logs.log("task refresh failed", level=logging.WARNING, task_id=task.task_id, error=err.kind)
+        upstream = None
+    if upstream:
+        task = await advance(request, rt, task, upstream)
+    return await expire(ts, base_url(request), rt, task)
+
+
+async def expire(ts: TaskState, base: str, rt: Runtime, task: TaskRecord) -> TaskRecord:
+    """Fail `task` if it is not final and has had no step forward for `stale_seconds`: through the
+    same conditional write as any update, so its reservation is released exactly once, and a
+    callback that lands first wins."""
+    if task.final or time.time() - task.updated_at < ts.stale_seconds:
         return task
-    return await advance(request, rt, task, upstream) if upstream else task
+    logs.log("stale task failed", level=logging.WARNING, task_id=task.task_id, status=task.status)
+    return await _apply(ts, base, rt, task, {"status": "FAILURE", "failReason": STALE_REASON})
+
+
+async def sweep(app: Any, limit: int = 100) -> int:
+    """Fail the stale tasks among the oldest open ones, whoever owns them and whether or not anyone
+    asks about them again; how many were failed. Run by `serve` every minute and on AWS by the
+    tasks function's schedule."""
+    rt: Runtime = app.state.runtime
+    ts = state_of(app)
+    expired = 0
+    for task in await rt.blocking(rt.store.open_tasks, limit):
+        after = await expire(ts, ts.public_url or "", rt, task)
+        expired += after.final and after.fail_reason == STALE_REASON
+    return expired
+
+
+async def sweep_forever(app: Any, every: float) -> None:
+    """`sweep` every `every` seconds; a failing round is logged, not fatal."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await sweep(app)
+        except Exception:  # noqa: BLE001 - the next round tries again
+            logs.log("task sweep failed", level=logging.WARNING, exc_info=True)
+
+
+def scheduled(http: Any) -> Any:
+    """The tasks function's Lambda handler: API Gateway events go to `http` (Mangum), the schedule's
+    (EventBridge) sweep the stale tasks on the same app and event loop."""
+
+    def handler(event: dict[str, Any], context: Any = None) -> Any:
+        if event.get("source") == "aws.events":
+            return {"expired": asyncio.get_event_loop().run_until_complete(sweep(http.app))}
+        return http(event, context)
+
+    return handler
 
 
 def check_callback(request: Request, secret: str) -> None:
