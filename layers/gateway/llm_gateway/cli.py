@@ -489,7 +489,10 @@ def cmd_usage(args: argparse.Namespace) -> int:
         page = store.list_usage(args.user_id, since=since, model=args.model, limit=args.limit, cursor=args.cursor)
     except ValueError as exc:  # the only argument the store itself judges is the cursor
         raise UsageError(f"--cursor: {exc}") from None
-    _emit({"user_id": args.user_id, **usage_page_view(page)})
+    view = usage_page_view(page)
+    for shown, record in zip(view["records"], page.records, strict=True):  # the operator's: channel and tries
+        shown.update(channel=record.channel or None, attempts=record.attempts)
+    _emit({"user_id": args.user_id, **view})
     return 0
 
 
@@ -591,6 +594,10 @@ def build_parser() -> argparse.ArgumentParser:
     us2.add_argument("--limit", type=int, default=20)
     us2.add_argument("--cursor", help="a previous answer's next_cursor: the page after it")
     us2.set_defaults(func=cmd_usage)
+
+    from .cli_channels import register as register_channels
+
+    register_channels(sub, _Parser)
     return p
 
 
