@@ -89,6 +89,15 @@ def test_user_round_trip(store):
     assert store.count_users() == 1
 
 
+def test_users_are_listed_in_order_of_id(store):
+    assert store.list_users() == []
+    for user_id in ("carol", "alice", "bob"):
+        store.create_user(User(user_id=user_id, tier="vip", balance=7, created_at=NOW))
+    listed = store.list_users()
+    assert [u.user_id for u in listed] == ["alice", "bob", "carol"]
+    assert listed[0] == store.get_user("alice")
+
+
 def test_creating_an_existing_user_is_refused(store):
     user_id = make_user(store)
     with pytest.raises(AlreadyExists):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 from . import accounts
@@ -36,14 +38,46 @@ def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+STORE_FOLDER = ".gateway"  # where `serve` keeps its SQLite store, under the folder it runs in
+
+
+def find_store(start: Path | None = None) -> str | None:
+    """GATEWAY_STORE_URL, else the nearest `.gateway/gateway.db` from `start` (the current folder)
+    upwards as an absolute SQLite URL, else None (the default: `./.gateway/gateway.db`, new)."""
+    if os.environ.get("GATEWAY_STORE_URL"):
+        return os.environ["GATEWAY_STORE_URL"]
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        db = folder / STORE_FOLDER / "gateway.db"
+        if db.is_file():
+            return f"sqlite:///{db}"
+    return None
+
+
 def _store():
     from .config import get_settings
     from .store import open_store
 
-    store = open_store(get_settings().store_url)
-    if get_settings().store_url.startswith("sqlite:"):
+    url = get_settings().store_url
+    fresh = url.startswith("sqlite:") and not _sqlite_path(url).exists()
+    store = open_store(url)
+    if url.startswith("sqlite:"):
         store.init()
+        if fresh or store.count_users() == 0:
+            _note_new_store(url)
     return store
+
+
+def _sqlite_path(url: str) -> Path:
+    return Path(url.removeprefix("sqlite:///")).resolve()
+
+
+def _note_new_store(url: str) -> None:
+    """On stderr (stdout holds the one JSON answer): a new or empty store is worth a second look."""
+    where = f"sqlite:///{_sqlite_path(url)}"
+    sys.stderr.write(json.dumps({"note": (
+        f"using a new, empty store: {where}. To use another, run from the folder that holds its "
+        f"{STORE_FOLDER}/ (or below it), or set GATEWAY_STORE_URL."), "store": where}) + "\n")
 
 
 def _money(value: str, what: str) -> int:
@@ -193,6 +227,14 @@ def _get_user(store, user_id: str):
     return user
 
 
+def cmd_users_list(args: argparse.Namespace) -> int:
+    from .views import user_view
+
+    currency = _currency()
+    _emit({"users": [user_view(u, currency) for u in _store().list_users()]})
+    return 0
+
+
 def cmd_users_show(args: argparse.Namespace) -> int:
     from .views import user_view
 
@@ -263,13 +305,51 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_disable(args: argparse.Namespace) -> int:
+    return _change_key(args.key_id, is_disabled=True)
+
+
+def cmd_keys_enable(args: argparse.Namespace) -> int:
+    return _change_key(args.key_id, is_disabled=False)
+
+
+# `keys update`: a limit given as one of these clears it
+CLEAR = ("none", "")
+
+
+def cmd_keys_update(args: argparse.Namespace) -> int:
+    fields: dict[str, Any] = {}
+    if args.models is not None:
+        fields["permissions"] = accounts.parse_permissions(args.models)
+    if args.remark is not None:
+        fields["remark"] = args.remark
+    if args.rpm is not None:
+        fields["rpm"] = None if args.rpm.lower() in CLEAR else _integer(args.rpm, "--rpm")
+    if args.max_fee is not None:
+        fields["max_fee"] = None if args.max_fee.lower() in CLEAR else _money(args.max_fee, "--max-fee")
+    if args.expires is not None:
+        never = args.expires.lower() in (*CLEAR, "never")
+        fields["expired_at"] = None if never else _time_arg(args.expires, "--expires")
+    if not fields:
+        raise UsageError("keys update: nothing to change: give at least one of --models, --remark, --rpm, "
+                         "--max-fee, --expires")
+    return _change_key(args.key_id, **fields)
+
+
+def _integer(value: str, flag: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{flag}: expected an integer or 'none': {value}") from None
+
+
+def _change_key(key_id: str, **fields: Any) -> int:
     from .store import NotFound
     from .views import key_view
 
     try:
-        key = accounts.update_key(_store(), args.key_id, is_disabled=True)
+        key = accounts.update_key(_store(), key_id, **fields)
     except NotFound:
-        return _fail(f"no key '{args.key_id}'")
+        return _fail(f"no key '{key_id}'")
     _emit(key_view(key))
     return 0
 
@@ -477,16 +557,25 @@ def cmd_tiers_set(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tiers_list(args: argparse.Namespace) -> int:
+    from .catalog import Catalog, default_catalog
+
+    _emit({"tiers": _catalog_views(Catalog(default_catalog(), _store().get_catalog_overrides()))["tiers"]})
+    return 0
+
+
 def cmd_usage(args: argparse.Namespace) -> int:
     from .views import usage_page_view
 
     store = _store()
     _get_user(store, args.user_id)
     since = _time_arg(args.since, "--since")
+    until = _time_arg(args.until, "--until")
     if args.limit < 0:
         raise UsageError("--limit must not be negative")
     try:
-        page = store.list_usage(args.user_id, since=since, model=args.model, limit=args.limit, cursor=args.cursor)
+        page = store.list_usage(args.user_id, since=since, until=until, model=args.model, limit=args.limit,
+                                cursor=args.cursor)
     except ValueError as exc:  # the only argument the store itself judges is the cursor
         raise UsageError(f"--cursor: {exc}") from None
     view = usage_page_view(page)
@@ -498,102 +587,145 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 # --- parser -------------------------------------------------------------------------------------
 
+_STORE_HELP = (
+    "The store: GATEWAY_STORE_URL (sqlite:///relative.db, sqlite:////absolute.db or "
+    "dynamodb://<table-prefix>), else the nearest .gateway/gateway.db from the current folder upwards, "
+    "else a new ./.gateway/gateway.db (then a note on stderr names it). Every command prints one JSON "
+    "object; a failure exits 1 (2 for bad usage) with {\"error\": \"...\"}. Money is in the store's "
+    "currency (GATEWAY_CURRENCY, default USD) as a decimal with up to 6 places; times are ISO-8601 "
+    "(2026-12-01 or 2026-12-01T09:30:00Z, UTC unless an offset is given)."
+)
+
+
+def _group(sub: Any, name: str, help_text: str, dest: str) -> Any:
+    """A command with subcommands (`users`, `keys`, ...)."""
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    return parser.add_subparsers(dest=dest, required=True, parser_class=_Parser, metavar="COMMAND")
+
+
+def _command(sub: Any, name: str, help_text: str, func: Any, example: str = "") -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=help_text,
+                            epilog=f"example:\n  {example}" if example else None,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)  # the example unwrapped
+    parser.set_defaults(func=func)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="llm-gateway", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = _Parser(prog="llm-gateway", description=__doc__.splitlines()[0], epilog=_STORE_HELP)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
-    s = sub.add_parser("serve", help="run the gateway")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--workers", type=int, default=1)
-    s.set_defaults(func=cmd_serve)
+    s = _command(sub, "serve", "run the gateway (every route) until Ctrl-C", cmd_serve,
+                 "llm-gateway serve --host 0.0.0.0 --port 8000 --workers 2")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    s.add_argument("--port", type=int, default=8000, help="TCP port, 1 to 65535 (default 8000)")
+    s.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default 1)")
 
-    st = sub.add_parser("store").add_subparsers(dest="store_command", required=True, parser_class=_Parser)
-    st.add_parser("init").set_defaults(func=cmd_store_init)
+    st = _group(sub, "store", "the store itself", "store_command")
+    _command(st, "init", "create the tables (DynamoDB) or schema (SQLite) where missing; safe to repeat",
+             cmd_store_init, "GATEWAY_STORE_URL=dynamodb://llm-gateway llm-gateway store init")
 
-    u = sub.add_parser("users").add_subparsers(dest="users_command", required=True, parser_class=_Parser)
-    uc = u.add_parser("create")
-    uc.add_argument("user_id")
-    uc.add_argument("--tier", default="regular", choices=TIERS)
-    uc.add_argument("--balance", default="0")
-    uc.add_argument("--membership-days", type=float)
-    uc.set_defaults(func=cmd_users_create)
-    us = u.add_parser("show")
-    us.add_argument("user_id")
-    us.set_defaults(func=cmd_users_show)
-    ut = u.add_parser("topup")
-    ut.add_argument("user_id")
-    ut.add_argument("amount")
-    ut.set_defaults(func=cmd_users_topup)
-    ud = u.add_parser("debit", help="take money from a user, recorded in the usage history")
-    ud.add_argument("user_id")
-    ud.add_argument("amount")
+    u = _group(sub, "users", "users: balance, tier, membership", "users_command")
+    uc = _command(u, "create", "create a user", cmd_users_create,
+                  "llm-gateway users create alice --tier vip --balance 20 --membership-days 30")
+    uc.add_argument("user_id", help="the new user's id (any text without spaces)")
+    uc.add_argument("--tier", default="regular", choices=TIERS, help="tier (default regular)")
+    uc.add_argument("--balance", default="0", metavar="USD", help="starting balance, e.g. 20 or 0.5 (default 0)")
+    uc.add_argument("--membership-days", type=float, metavar="DAYS",
+                    help="days until the tier lapses to regular, fractions allowed (default: never)")
+    _command(u, "list", "every user, in order of id", cmd_users_list, "llm-gateway users list")
+    us = _command(u, "show", "one user: tier, effective tier, balance, membership", cmd_users_show,
+                  "llm-gateway users show alice")
+    us.add_argument("user_id", help="the user's id")
+    ut = _command(u, "topup", "add money to a user's balance", cmd_users_topup, "llm-gateway users topup alice 10")
+    ut.add_argument("user_id", help="the user's id")
+    ut.add_argument("amount", metavar="USD", help="a positive amount, e.g. 10 or 0.25")
+    ud = _command(u, "debit", "take money from a user (never below 0), recorded in the usage history",
+                  cmd_users_debit, 'llm-gateway users debit alice 2.5 --reason "refund reversed"')
+    ud.add_argument("user_id", help="the user's id")
+    ud.add_argument("amount", metavar="USD", help="a positive amount, e.g. 2.5")
     ud.add_argument("--reason", required=True, help="why: shown as the record's model in `usage`")
-    ud.set_defaults(func=cmd_users_debit)
-    uset = u.add_parser("set-tier")
-    uset.add_argument("user_id")
-    uset.add_argument("tier", choices=TIERS)
-    uset.add_argument("--membership-days", type=float)
-    uset.set_defaults(func=cmd_users_set_tier)
+    uset = _command(u, "set-tier", "change a user's tier and membership", cmd_users_set_tier,
+                    "llm-gateway users set-tier alice premium --membership-days 30")
+    uset.add_argument("user_id", help="the user's id")
+    uset.add_argument("tier", choices=TIERS, help="the new tier")
+    uset.add_argument("--membership-days", type=float, metavar="DAYS",
+                      help="days from now until the tier lapses to regular (0: lapsed now; default: unchanged)")
 
-    k = sub.add_parser("keys").add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
-    kc = k.add_parser("create")
-    kc.add_argument("user_id")
-    kc.add_argument("--models")
-    kc.add_argument("--admin", action="store_true")
-    kc.add_argument("--remark")
-    kc.add_argument("--rpm", type=int)
-    kc.add_argument("--max-fee")
-    kc.add_argument("--expires")
-    kc.set_defaults(func=cmd_keys_create)
-    kl = k.add_parser("list")
-    kl.add_argument("user_id")
-    kl.set_defaults(func=cmd_keys_list)
-    kd = k.add_parser("disable")
-    kd.add_argument("key_id")
-    kd.set_defaults(func=cmd_keys_disable)
-    kx = k.add_parser("delete")
-    kx.add_argument("key_id")
-    kx.set_defaults(func=cmd_keys_delete)
+    k = _group(sub, "keys", "API keys: create, list, change, disable, delete", "keys_command")
+    kc = _command(k, "create", "create a key; prints the full key once", cmd_keys_create,
+                  "llm-gateway keys create alice --models 'gpt-4o,claude-*' --rpm 30 --max-fee 5")
+    kc.add_argument("user_id", help="the user who owns the key")
+    kc.add_argument("--models", metavar="A,B",
+                    help="models the key may use, comma-separated, a trailing * matches a prefix "
+                         "(e.g. 'gpt-4o,claude-*'); empty or absent: every model")
+    kc.add_argument("--admin", action="store_true", help="may manage its user's keys through /api/v1/user/admin/*")
+    kc.add_argument("--remark", help="a note shown with the key")
+    kc.add_argument("--rpm", type=int, metavar="N", help="the key's own requests per minute, all models together")
+    kc.add_argument("--max-fee", metavar="USD", help="spending cap of the key (default: none)")
+    kc.add_argument("--expires", metavar="ISO", help="expiry time, e.g. 2027-01-01T00:00:00Z (default: never)")
+    kl = _command(k, "list", "a user's keys, masked", cmd_keys_list, "llm-gateway keys list alice")
+    kl.add_argument("user_id", help="the user's id")
+    ku = _command(k, "update", "change a key's models, remark or limits (other settings unchanged)",
+                  cmd_keys_update, "llm-gateway keys update key_AbC123dEf456 --rpm none --max-fee 10")
+    ku.add_argument("key_id", help="the key's id (key_..., as `keys list` shows)")
+    ku.add_argument("--models", metavar="A,B", help="models the key may use, as for create; '' means every model")
+    ku.add_argument("--remark", help="a note shown with the key")
+    ku.add_argument("--rpm", metavar="N", help="requests per minute of the key, or 'none' to remove the limit")
+    ku.add_argument("--max-fee", metavar="USD", help="spending cap, or 'none' to remove it")
+    ku.add_argument("--expires", metavar="ISO", help="expiry time (ISO-8601), or 'never'")
+    ke = _command(k, "enable", "enable a disabled key", cmd_keys_enable, "llm-gateway keys enable key_AbC123dEf456")
+    ke.add_argument("key_id", help="the key's id")
+    kd = _command(k, "disable", "disable a key (refused everywhere within 5 s; `keys enable` undoes it)",
+                  cmd_keys_disable, "llm-gateway keys disable key_AbC123dEf456")
+    kd.add_argument("key_id", help="the key's id")
+    kx = _command(k, "delete", "delete a key for good", cmd_keys_delete, "llm-gateway keys delete key_AbC123dEf456")
+    kx.add_argument("key_id", help="the key's id")
 
-    m = sub.add_parser("models").add_subparsers(dest="models_command", required=True, parser_class=_Parser)
-    m.add_parser("list").set_defaults(func=cmd_models_list)
-    ms = m.add_parser("set")
-    ms.add_argument("model")
-    ms.add_argument("--provider")
-    ms.add_argument("--upstream-model")
-    ms.add_argument("--input")
-    ms.add_argument("--output")
-    ms.add_argument("--cache-read")
-    ms.add_argument("--cache-write")
+    m = _group(sub, "models", "the catalog: models, their provider and prices", "models_command")
+    _command(m, "list", "every model with its prices (per 1M tokens) and limits, and the tiers", cmd_models_list,
+             "llm-gateway models list")
+    ms = _command(m, "set", "add a model or change some of its settings (the others are kept)", cmd_models_set,
+                  "llm-gateway models set gpt-4o --input 2.5 --output 10 --rpm vip=400")
+    ms.add_argument("model", help="the model's name as clients send it")
+    ms.add_argument("--provider", help="who serves it: openai, azure, anthropic, mock, ... (needed for a new model)")
+    ms.add_argument("--upstream-model", metavar="ID", help="the upstream's name for it (Azure: the deployment)")
+    ms.add_argument("--input", metavar="USD_PER_1M", help="price per 1M input tokens")
+    ms.add_argument("--output", metavar="USD_PER_1M", help="price per 1M output tokens")
+    ms.add_argument("--cache-read", metavar="USD_PER_1M", help="price per 1M cached input tokens read")
+    ms.add_argument("--cache-write", metavar="USD_PER_1M", help="price per 1M input tokens written to a cache")
     ms.add_argument("--kind", help="chat, embedding, image, speech, realtime, task or search")
-    ms.add_argument("--audio-input", metavar="USD_PER_1M")
-    ms.add_argument("--audio-output", metavar="USD_PER_1M")
-    ms.add_argument("--per-request", nargs="+", action="extend", metavar="USD | POOL=USD")
-    ms.add_argument("--per-image", nargs="+", action="extend", metavar="SIZE/QUALITY=USD")
-    ms.add_argument("--per-1m-chars", metavar="USD")
-    ms.add_argument("--max-input-tokens", type=int)
-    ms.add_argument("--max-output-tokens", type=int)
-    ms.add_argument("--rpm", nargs="+", action="extend", metavar="TIER=N")
-    ms.set_defaults(func=cmd_models_set)
-    md = m.add_parser("delete", help="remove an override or an added model")
-    md.add_argument("model")
-    md.set_defaults(func=cmd_models_delete)
+    ms.add_argument("--audio-input", metavar="USD_PER_1M", help="price per 1M audio input tokens")
+    ms.add_argument("--audio-output", metavar="USD_PER_1M", help="price per 1M audio output tokens")
+    ms.add_argument("--per-request", nargs="+", action="extend", metavar="USD | POOL=USD",
+                    help="price per call, or per pool (FAST=0.05 NORMAL=0.03)")
+    ms.add_argument("--per-image", nargs="+", action="extend", metavar="SIZE/QUALITY=USD",
+                    help="price per image, e.g. 1024x1024/standard=0.04 '*/hd=0.08' (* matches any)")
+    ms.add_argument("--per-1m-chars", metavar="USD", help="price per 1M input characters (speech)")
+    ms.add_argument("--max-input-tokens", type=int, metavar="N", help="largest input in tokens (400 past it)")
+    ms.add_argument("--max-output-tokens", type=int, metavar="N",
+                    help="output cap used when a request gives no max_tokens")
+    ms.add_argument("--rpm", nargs="+", action="extend", metavar="TIER=N",
+                    help="requests per minute per user on a tier, e.g. regular=60 vip=300")
+    md = _command(m, "delete", "remove an override or an added model (a default model gets its defaults back)",
+                  cmd_models_delete, "llm-gateway models delete my-proxy-model")
+    md.add_argument("model", help="the model's name")
 
-    t = sub.add_parser("tiers").add_subparsers(dest="tiers_command", required=True, parser_class=_Parser)
-    ts = t.add_parser("set")
-    ts.add_argument("tier", choices=TIERS)
-    ts.add_argument("--rpm", type=int)
-    ts.add_argument("--multiplier")
-    ts.set_defaults(func=cmd_tiers_set)
+    t = _group(sub, "tiers", "tiers: default requests per minute and price multiplier", "tiers_command")
+    _command(t, "list", "every tier with its rpm and multiplier", cmd_tiers_list, "llm-gateway tiers list")
+    ts = _command(t, "set", "change a tier's defaults", cmd_tiers_set, "llm-gateway tiers set vip --multiplier 0.9")
+    ts.add_argument("tier", choices=TIERS, help="the tier")
+    ts.add_argument("--rpm", type=int, metavar="N", help="requests per minute for models without their own limit")
+    ts.add_argument("--multiplier", metavar="X", help="price multiplier, e.g. 0.9 (positive)")
 
-    us2 = sub.add_parser("usage")
-    us2.add_argument("user_id")
-    us2.add_argument("--since")
-    us2.add_argument("--model")
-    us2.add_argument("--limit", type=int, default=20)
+    us2 = _command(sub, "usage", "a user's usage records, newest first, with totals", cmd_usage,
+                   "llm-gateway usage alice --since 2026-11-01 --until 2026-12-01 --limit 50")
+    us2.add_argument("user_id", help="the user's id")
+    us2.add_argument("--since", metavar="ISO", help="records at or after this time")
+    us2.add_argument("--until", metavar="ISO", help="records before this time")
+    us2.add_argument("--model", help="only this model's records")
+    us2.add_argument("--limit", type=int, default=20, metavar="N", help="records per page (default 20)")
     us2.add_argument("--cursor", help="a previous answer's next_cursor: the page after it")
-    us2.set_defaults(func=cmd_usage)
 
     from .cli_channels import register as register_channels
 
@@ -607,6 +739,12 @@ def _fail(message: str, code: int = EXIT_FAILURE) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    found = find_store()
+    if found and not os.environ.get("GATEWAY_STORE_URL"):  # servers and workers started here use it too
+        from .config import reset_settings
+
+        os.environ["GATEWAY_STORE_URL"] = found
+        reset_settings()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

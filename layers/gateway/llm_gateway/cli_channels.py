@@ -21,36 +21,45 @@ class BadChannel(AccountError):
 
 
 def _options(p: argparse.ArgumentParser, adding: bool) -> None:
-    p.add_argument("name")
-    p.add_argument("--provider", required=adding)
-    p.add_argument("--base-url")
-    p.add_argument("--api-key-env", help="the NAME of the variable or secret key holding the credential")
-    p.add_argument("--models", help="catalog models, comma-separated; a trailing * is a prefix")
-    p.add_argument("--map", action="append", default=[], metavar="MODEL=UPSTREAM")
-    p.add_argument("--priority", type=int)
-    p.add_argument("--weight", type=int)
-    p.add_argument("--region")
-    p.add_argument("--api-version")
+    p.add_argument("name", help="the channel's name (yours to choose; clients never see it)")
+    p.add_argument("--provider", required=adding,
+                   help="openai, azure, anthropic, bedrock, mock (platform routes: midjourney, google-cse, serper, "
+                        "azure-speech)" + ("" if adding else "; unchanged when absent"))
+    p.add_argument("--base-url", metavar="URL",
+                   help="the upstream's address (default: the provider's, or its *_BASE_URL / *_ENDPOINT setting)")
+    p.add_argument("--api-key-env", metavar="NAME",
+                   help="the NAME of the variable or secret key holding the credential (never the credential)")
+    p.add_argument("--models", metavar="A,B*", help="catalog models, comma-separated; a trailing * is a prefix; "
+                                                   "empty: every model of the provider")
+    p.add_argument("--map", action="append", default=[], metavar="MODEL=UPSTREAM",
+                   help="the upstream's name for a model (Azure deployment, Bedrock model id); repeatable")
+    p.add_argument("--priority", type=int, metavar="N", help="higher is tried first (default 0)")
+    p.add_argument("--weight", type=int, metavar="N", help="share of traffic within its priority (default 1)")
+    p.add_argument("--region", help="AWS region (bedrock) or Azure region (azure-speech)")
+    p.add_argument("--api-version", metavar="V", help="Azure OpenAI api-version")
 
 
 def register(sub: Any, parser_class: type) -> None:
     """The `channels` command and its subcommands, under the CLI's subparsers `sub`."""
+    from .cli import _command
+
     what = "upstream channels: several keys, endpoints and providers per model, with failover"
     c = sub.add_parser("channels", help=what, description=what).add_subparsers(
         dest="channels_command", required=True, parser_class=parser_class, metavar="COMMAND")
-    _options(add := c.add_parser("add", help="a new channel (--provider needed)"), adding=True)
-    add.set_defaults(func=cmd_add)
-    _options(put := c.add_parser("set", help="change a channel's fields"), adding=False)
-    put.set_defaults(func=cmd_set)
-    c.add_parser("list", help="every channel, credentials by name only").set_defaults(func=cmd_list)
+    _options(_command(c, "add", "a new channel (--provider needed)", cmd_add,
+                      "llm-gateway channels add openai-2 --provider openai --api-key-env OPENAI_KEY_2 "
+                      "--models 'gpt-*' --priority 1"), adding=True)
+    _options(_command(c, "set", "change a channel's fields (the others are kept)", cmd_set,
+                      "llm-gateway channels set openai-2 --weight 3"), adding=False)
+    _command(c, "list", "every channel, credentials by name only", cmd_list, "llm-gateway channels list")
     for verb, func in (("enable", cmd_enable), ("disable", cmd_disable), ("delete", cmd_delete)):
-        one = c.add_parser(verb, help=f"{verb} a channel")
-        one.add_argument("name")
-        one.set_defaults(func=func)
-    t = c.add_parser("test", help="one minimal real call through the channel")
-    t.add_argument("name")
+        one = _command(c, verb, f"{verb} a channel (servers see it within 5 s)", func,
+                       f"llm-gateway channels {verb} openai-2")
+        one.add_argument("name", help="the channel's name")
+    t = _command(c, "test", "one minimal real call through the channel: ok, status, latency_ms, error", cmd_test,
+                 "llm-gateway channels test openai-2 --model gpt-4o-mini")
+    t.add_argument("name", help="the channel's name")
     t.add_argument("--model", help="a catalog model the channel serves (default: the first it names)")
-    t.set_defaults(func=cmd_test)
 
 
 def _fields(args: argparse.Namespace) -> dict[str, Any]:

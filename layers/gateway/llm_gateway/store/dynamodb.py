@@ -198,6 +198,14 @@ class DynamoDBStore:
             total += page["Count"]
         return total
 
+    def list_users(self) -> list[User]:
+        users = [
+            _decode(User, item)
+            for page in self._client.get_paginator("scan").paginate(TableName=self.tables["users"], ConsistentRead=True)
+            for item in page["Items"]
+        ]
+        return sorted(users, key=lambda u: u.user_id)
+
     # keys ------------------------------------------------------------------------------------
     def create_key(self, key: Key, max_keys: int | None = None) -> Key:
         stored = Key(**{**key.__dict__, "used_times": 0, "used_fee": 0, "held": 0})
