@@ -113,7 +113,7 @@ def test_every_streaming_route_streams(translated):
 
 def test_no_buffered_route_streams(translated):
     buffered = [r for r in _routes(translated) if r[0] not in _streaming()]
-    assert {r[0] for r in buffered} == {"ModelsFunction", "ManagementFunction", "SearchFunction"}
+    assert {r[0] for r in buffered} == {"ModelsFunction", "ManagementFunction", "SearchFunction", "TasksFunction"}
     for _, method, path, integration in buffered:
         assert integration["uri"]["Fn::Sub"].endswith("/invocations"), (method, path)
         assert "response-streaming" not in integration["uri"]["Fn::Sub"], (method, path)
@@ -190,8 +190,8 @@ def test_invoke_permissions_name_the_real_stage_only(translated):
     allowed = {}
     for name, permission in permissions.items():
         props = permission["Properties"]
-        if props["Principal"] == "events.amazonaws.com":  # a schedule (the settlement function's)
-            assert props["FunctionName"] == {"Ref": "SettlementFunction"}, name
+        if props["Principal"] == "events.amazonaws.com":  # a schedule (settlements, the task sweep)
+            assert props["FunctionName"] in ({"Ref": "SettlementFunction"}, {"Ref": "TasksFunction"}), name
             continue
         assert (props["Action"], props["Principal"]) == ("lambda:InvokeFunction", "apigateway.amazonaws.com")
         source = props["SourceArn"]["Fn::Sub"]
@@ -301,6 +301,8 @@ def test_stage_and_route_throttling(translated):
             expected[(method, _encoded(path))] = ("ModelCallRateLimit", "ModelCallBurstLimit")
         elif function == "ManagementFunction":
             expected[(method, _encoded(path))] = ("ManagementRateLimit", "ManagementBurstLimit")
+        elif function == "TasksFunction" and path.rsplit("/", 1)[1] in ("imagine", "blend", "describe", "action"):
+            expected[(method, _encoded(path))] = ("ModelCallRateLimit", "ModelCallBurstLimit")  # priced submissions
     assert limits == expected
     for parameter in ("ThrottlingRateLimit", "ThrottlingBurstLimit", "ModelCallRateLimit", "ModelCallBurstLimit",
                       "ManagementRateLimit", "ManagementBurstLimit"):
@@ -493,8 +495,10 @@ def test_least_privilege_policies(translated):
     ssm_only = {"SSMParameterWithSlashPrefixReadPolicy"}
     for name, props in _functions().items():
         for policy in props["Policies"]:
-            if "SQSSendMessagePolicy" in policy:  # only the parked settlements' queue
-                assert policy == {"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["SettlementQueue", "QueueName"]}}}
+            if "SQSSendMessagePolicy" in policy:  # the parked settlements' queue; the tasks function's webhooks
+                queues = ["SettlementQueue", "WebhookQueue"] if name == "TasksFunction" else ["SettlementQueue"]
+                assert policy in [{"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": [q, "QueueName"]}}}
+                                  for q in queues], name
                 continue
             if "Fn::If" in policy:  # the optional SSM path, granted only when one is given
                 condition, policy, none = policy["Fn::If"]
@@ -512,16 +516,84 @@ def test_least_privilege_policies(translated):
         assert {a for a, t in rights if t != "catalog"} <= model_calls, name
         assert {a for a, t in rights if t == "catalog"} <= {"GetItem", "Query", "Scan"}, name
     assert {a for a, _ in dynamodb_rights(translated, "ModelsFunction")} <= {"GetItem", "Query", "Scan"}
-    # deleting items is the management function's alone, and only keys; and the settlement
-    # function's, of the parked settlements only (a condition on the usage table's leading key)
-    allowed = {"ManagementFunction": {"keys"}, "SettlementFunction": {"usage"}}
+    # deleting items is the management function's alone, and only keys; the settlement function's,
+    # of the parked settlements only, and the tasks function's, of the open-task items only (a
+    # condition on the table's leading key)
+    allowed = {"ManagementFunction": {"keys"}, "SettlementFunction": {"usage"}, "TasksFunction": {"tasks"}}
     for name in _functions():
         deletes = {t for a, t in dynamodb_rights(translated, name) if a == "DeleteItem"}
         assert deletes <= allowed.get(name, set()), name
-    role = translated["Resources"]["SettlementFunctionRole"]["Properties"]
-    (deleting,) = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]
-                   if "dynamodb:DeleteItem" in s["Action"]]
-    assert deleting["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["parked"]}}
+    for function, partition in (("SettlementFunction", "parked"), ("TasksFunction", "open")):
+        (deleting,) = [s for p in role_policies(translated, function) for s in p["PolicyDocument"]["Statement"]
+                       if "dynamodb:DeleteItem" in s["Action"]]
+        assert deleting["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [partition]}}
+
+
+def _statements(translated: dict, function: str) -> list[dict]:
+    return [s for p in role_policies(translated, function) for s in p["PolicyDocument"]["Statement"]]
+
+
+def test_only_the_tasks_function_touches_the_files_bucket_and_only_its_files(translated):
+    for name in _functions():
+        s3 = [s for s in _statements(translated, name)
+              if any(a.startswith("s3:") for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]]))]
+        if name != "TasksFunction":
+            assert s3 == [], name
+            continue
+        assert sorted((s["Effect"], tuple(s["Action"]), json.dumps(s["Resource"])) for s in s3) == sorted([
+            ("Allow", ("s3:GetObject", "s3:PutObject"),
+             json.dumps({"Fn::Sub": "arn:${AWS::Partition}:s3:::${TaskFilesBucket}/files/*"})),
+            ("Allow", ("s3:ListBucket",), json.dumps({"Fn::GetAtt": ["TaskFilesBucket", "Arn"]})),
+        ])
+    env = translated["Resources"]["TasksFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["GATEWAY_FILES_URL"] == {"Fn::Sub": "s3://${TaskFilesBucket}/files"}  # the prefix granted
+    assert env["GATEWAY_WEBHOOK_QUEUE_URL"] == {"Ref": "WebhookQueue"}
+
+
+def test_the_files_bucket_is_private_encrypted_tls_only_and_expires_its_objects(translated):
+    bucket = _only(translated, "AWS::S3::Bucket")
+    props = bucket["Properties"]
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"] == [
+        {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+    assert all(props["PublicAccessBlockConfiguration"][k] is True for k in (
+        "BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"))
+    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    assert (bucket["DeletionPolicy"], bucket["UpdateReplacePolicy"]) == ("RetainExceptOnCreate", "Retain")
+    expire, abort = props["LifecycleConfiguration"]["Rules"]
+    assert expire["Status"] == {"Fn::If": ["ExpireTaskFiles", "Enabled", "Disabled"]}
+    assert expire["ExpirationInDays"] == {"Fn::If": ["ExpireTaskFiles", {"Ref": "TaskFileRetentionDays"}, 1]}
+    assert TEMPLATE["Conditions"]["ExpireTaskFiles"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "TaskFileRetentionDays"}, 0]}]}
+    assert TEMPLATE["Parameters"]["TaskFileRetentionDays"]["Default"] > 0
+    assert abort == {"Id": "abort-incomplete-uploads", "Status": "Enabled",
+                     "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}
+    (statement,) = _only(translated, "AWS::S3::BucketPolicy")["Properties"]["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Action"], statement["Condition"]) == (
+        "Deny", "s3:*", {"Bool": {"aws:SecureTransport": "false"}})
+
+
+def test_webhooks_go_through_a_fifo_queue_to_their_function_with_a_dead_letter_queue(translated):
+    resources = translated["Resources"]
+    queue = resources["WebhookQueue"]["Properties"]
+    assert queue["FifoQueue"] is True and queue["SqsManagedSseEnabled"] is True
+    dead = resources[queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]]["Properties"]
+    assert dead["FifoQueue"] is True  # a FIFO queue's dead letters go to a FIFO queue
+    (mapping,) = [m["Properties"] for m in _of_type(translated, "AWS::Lambda::EventSourceMapping").values()
+                  if m["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["WebhookQueue", "Arn"]}]
+    assert mapping["FunctionName"] == {"Ref": "WebhookFunction"}
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    function = resources["WebhookFunction"]["Properties"]
+    assert queue["VisibilityTimeout"] >= function["Timeout"]  # else Lambda refuses the mapping
+    assert dynamodb_rights(translated, "WebhookFunction") == set()
+    assert not any("secretsmanager:GetSecretValue" in json.dumps(s) for s in _statements(translated, "WebhookFunction"))
+    assert any(a["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["WebhookDeadLetterQueue", "QueueName"]}}]
+               for a in _alarms(translated).values() if a.get("Namespace") == "AWS/SQS")
+
+
+def test_the_task_sweep_runs_on_a_schedule_of_the_tasks_function(translated):
+    (rule,) = [r["Properties"] for r in _of_type(translated, "AWS::Events::Rule").values()
+               if r["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["TasksFunction", "Arn"]}]
+    assert rule["ScheduleExpression"].startswith("rate(")
 
 
 # --- environment ------------------------------------------------------------------------------------
