@@ -500,9 +500,9 @@ def test_least_privilege_policies(translated):
                 assert policy in [{"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": [q, "QueueName"]}}}
                                   for q in queues], name
                 continue
-            if "Fn::If" in policy:  # the optional SSM path, granted only when one is given
+            if "Fn::If" in policy:  # the optional SSM path or Bedrock models, granted only when given
                 condition, policy, none = policy["Fn::If"]
-                assert (condition, none) == ("ReadSecretsPath", {"Ref": "AWS::NoValue"}), name
+                assert condition in ("ReadSecretsPath", "InvokeBedrock") and none == {"Ref": "AWS::NoValue"}, name
             assert set(policy) <= ssm_only | {"Statement"}, (name, policy)  # no SAM DynamoDB*Policy (Scan, Delete)
         rights = dynamodb_rights(translated, name)
         assert {t for _, t in rights} <= tables
@@ -527,6 +527,23 @@ def test_least_privilege_policies(translated):
         (deleting,) = [s for p in role_policies(translated, function) for s in p["PolicyDocument"]["Statement"]
                        if "dynamodb:DeleteItem" in s["Action"]]
         assert deleting["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [partition]}}
+
+
+def test_bedrock_is_invoked_only_by_the_model_functions_only_on_the_named_models_only_when_named(translated):
+    granted = {}
+    for name in _functions():
+        statements = [s for s in _statements(translated, name) if any(
+            a.startswith("bedrock:") for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]]))]
+        if statements:
+            granted[name] = statements
+    assert set(granted) == {"ChatFunction", "MessagesFunction"}
+    for statements in granted.values():
+        assert statements == [{"Effect": "Allow", "Resource": {"Ref": "BedrockModelArns"},
+                               "Action": ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]}]
+    template = TEMPLATE
+    assert template["Parameters"]["BedrockModelArns"]["Default"] == ""
+    assert template["Conditions"]["InvokeBedrock"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Fn::Join": [",", {"Ref": "BedrockModelArns"}]}, ""]}]}
 
 
 def _statements(translated: dict, function: str) -> list[dict]:

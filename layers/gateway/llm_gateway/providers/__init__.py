@@ -36,6 +36,7 @@ def register(name: str, factory: str, wire: str) -> None:
 register("openai", "llm_gateway.providers.openai:OpenAIProvider", "openai")
 register("azure", "llm_gateway.providers.openai:AzureOpenAIProvider", "openai")
 register("anthropic", "llm_gateway.providers.anthropic:AnthropicProvider", "anthropic")
+register("bedrock", "llm_gateway.providers.bedrock:BedrockProvider", "anthropic")
 register("mock", "llm_gateway.providers.mock:MockProvider", "openai")
 register("google-cse", "llm_gateway.providers.google_cse:GoogleCSEProvider", "openai")
 register("serper", "llm_gateway.providers.serper:SerperProvider", "openai")

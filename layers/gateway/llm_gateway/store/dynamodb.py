@@ -658,8 +658,10 @@ class DynamoDBStore:
             raise NotFound(f"no override of model {model}")
 
     def list_channels(self) -> dict[str, dict[str, Any]]:
-        pages = self._client.get_paginator("query").paginate(
-            TableName=self.tables["catalog"], ConsistentRead=True, KeyConditionExpression="pk = :k",
+        # A Scan of the small catalog table, as its overrides are read: the model-calling functions
+        # may Scan and GetItem it, nothing more.
+        pages = self._client.get_paginator("scan").paginate(
+            TableName=self.tables["catalog"], ConsistentRead=True, FilterExpression="pk = :k",
             ExpressionAttributeValues={":k": _s("channels")},
         )
         return {item["sk"]["S"]: {k[2:]: json.loads(v["S"]) for k, v in item.items() if k.startswith("f_")}
