@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
 from collections import Counter as Tally
 
@@ -227,9 +228,14 @@ def test_the_log_line_names_the_channel_and_the_attempts(gw, second_openai):
     logging.getLogger("llm_gateway").addHandler(handler)
     try:
         assert _chat(gw, gw.key(gw.user(balance="5")), model).status_code == 200
+        for _ in range(500):  # the request's line is written once its answer has gone out
+            lines = [s for s in seen if s.get("model") == model and s["msg"] == "request"]
+            if lines:
+                break
+            time.sleep(0.01)
     finally:
         logging.getLogger("llm_gateway").removeHandler(handler)
-    [line] = [s for s in seen if s.get("model") == model and "attempts" in s]
+    [line] = lines
     assert (line["channel"], line["attempts"]) == (good, 2)
     assert not any(OPERATOR_KEY in str(s) or SECOND_KEY in str(s) for s in seen)
 
@@ -322,8 +328,6 @@ def test_weights_share_traffic_within_a_priority_in_proportion():
 
 
 def test_a_cooling_channel_is_skipped_and_all_cooling_are_still_tried():
-    import time
-
     router, catalog, spec = _router({"a": {"provider": "openai", "models": ["gpt-4o"], "priority": 1},
                                      "b": {"provider": "openai", "models": ["gpt-4o"]}})
     route = router.route(catalog, spec)
