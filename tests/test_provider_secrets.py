@@ -56,21 +56,29 @@ def test_secrets_manager_is_the_default_and_ssm_is_opt_in():
     assert "GATEWAY_SSM_PREFIX" not in TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
 
 
+def _told() -> set[str]:
+    """The functions given the secret (GATEWAY_SECRETS_ARN): those whose routes call providers."""
+    return {name for name, props in _functions().items()
+            if "GATEWAY_SECRETS_ARN" in props.get("Environment", {}).get("Variables", {})}
+
+
 def test_functions_that_call_providers_are_told_the_secret_and_no_other_is():
+    assert set(PROVIDER_FUNCTIONS) <= _told()
+    assert not _told() & {"ModelsFunction", "ManagementFunction"}  # they never call a provider
     for name, props in _functions().items():
         env = props.get("Environment", {}).get("Variables", {})
-        if name in PROVIDER_FUNCTIONS:
+        if name in _told():
             assert env["GATEWAY_SECRETS_ARN"] == SECRET, name
             assert env["GATEWAY_SSM_PREFIX"] == {"Ref": "SecretsPath"}, name
         else:
-            assert "GATEWAY_SECRETS_ARN" not in env and "GATEWAY_SSM_PREFIX" not in env, name
+            assert "GATEWAY_SSM_PREFIX" not in env, name
 
 
 def test_only_those_functions_may_read_the_secret_and_only_it(translated):
     for name in _functions():
         statements = _statements(translated, name)
         secrets = [s for s in statements if any(a.startswith("secretsmanager:") for a in _actions(s))]
-        if name in PROVIDER_FUNCTIONS:
+        if name in _told():
             assert secrets == [{"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": SECRET}]
         else:
             assert secrets == [], name
@@ -78,7 +86,7 @@ def test_only_those_functions_may_read_the_secret_and_only_it(translated):
 
 
 def test_ssm_rights_exist_only_when_a_path_is_given(translated):
-    for name in PROVIDER_FUNCTIONS:
+    for name in _told():
         role = translated["Resources"][translated["Resources"][name]["Properties"]["Role"]["Fn::GetAtt"][0]]
         for policy in role["Properties"]["Policies"]:
             granted = [policy] if "PolicyDocument" in policy else policy["Fn::If"][1:2]
