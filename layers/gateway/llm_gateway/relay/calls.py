@@ -73,7 +73,7 @@ async def settle_off_loop(rt: Runtime, ticket: Ticket, usage: Usage | None, stat
     record = charge(ticket, usage, status)
     if record is None:
         return None
-    return await rt.blocking.finish(write, rt.store, record)
+    return await rt.blocking.finish(write, rt.store, record, rt.parking)
 
 
 def _fallback_usage(ticket_input: int, reported: Usage | None, texts: list[str], encoding: str) -> Usage:
