@@ -138,9 +138,23 @@ def _listen(host: str, port: int):
     return sock
 
 
+def _raise_open_files_limit() -> None:
+    """Each open stream holds two sockets (client, upstream): raise the soft limit on open files to
+    the hard one, as servers do, so a default soft limit of 1,024 does not cap a worker at ~500."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
+    except (ImportError, ValueError, OSError):
+        pass  # not on this platform, or not allowed: serve with what there is
+
+
 def _serve_on(sock, args: argparse.Namespace) -> int:
     import uvicorn
 
+    _raise_open_files_limit()
     from .config import get_settings
     from .store import open_store
 

@@ -36,8 +36,10 @@ from typing import Any, Protocol
 
 import httpx
 
-# Connections to one upstream: enough for a busy server; idle ones are kept for a minute.
-MAX_CONNECTIONS = 1000
+# Connections open at once (every upstream together): each stream holds one for its whole length, so
+# this bounds the streams one worker relays at a time; a stream past it waits for a free connection.
+# Idle ones are kept for a minute.
+MAX_CONNECTIONS = int(os.environ.get("GATEWAY_UPSTREAM_MAX_CONNECTIONS") or 10_000)
 MAX_IDLE_CONNECTIONS = 100
 IDLE_SECONDS = 60.0
 
