@@ -79,15 +79,8 @@ class Gate:
             if result.refused == "rate":
                 self.full.remember(counters, result.counter_id, now + result.retry_after)
                 raise _model_rate_limited(caller, spec, result.counter_id, result.retry_after)
-            if result.refused == "funds_key":
-                raise GatewayError(
-                    "insufficient_balance",
-                    f"This API key's spending cap does not cover the request (needs {format_micros(reserve)}).",
-                )
-            raise GatewayError(
-                "insufficient_balance",
-                f"Insufficient balance: this request needs {format_micros(reserve)} reserved.",
-            )
+            key_cap = result.refused == "funds_key"
+            raise self._short_of_funds(caller, spec, reserve, expected, max_output_tokens, key_cap)
         return Ticket(
             request_id=request_id,
             user_id=caller.user_id,
@@ -99,6 +92,26 @@ class Gate:
             reserved=reserve,
             multiplier=multiplier,
         )
+
+    def _short_of_funds(self, caller: Caller, spec: ModelSpec, reserve: int, expected: Usage,
+                        max_output_tokens: int | None, key_cap: bool) -> GatewayError:
+        """The 402 in words a person can act on: what the reservation needs, what there is (read now:
+        this is the refusal's path only), and, for a token-priced call, how to need less."""
+        if key_cap:
+            key = self.store.get_key(caller.key.key_id) or caller.key
+            left = key.fee_remaining()
+            has = f"this API key's spending cap has {format_micros(max(left or 0, 0))} left"
+            message = f"This API key's spending cap does not cover the request: it needs {format_micros(reserve)} "
+        else:
+            user = self.store.get_user(caller.user_id) or caller.user
+            has = f"the balance is {format_micros(user.balance)}"
+            message = f"Insufficient balance: this request needs {format_micros(reserve)} "
+        message += f"reserved and {has}."
+        if expected.output_tokens and spec.prices.output:
+            asked = "its max_tokens" if max_output_tokens else "the model's default cap: no max_tokens was sent"
+            message += (f" The reservation counts {expected.input_tokens} input tokens and {expected.output_tokens} "
+                        f"output tokens ({asked}): a lower max_tokens needs less.")
+        return GatewayError("insufficient_balance", message)
 
     def hit_model(self, caller: Caller, spec: ModelSpec) -> None:
         """A free call to a model (token counting): it counts against the model's and the key's

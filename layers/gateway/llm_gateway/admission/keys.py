@@ -91,7 +91,7 @@ class KeyResolver:
     def resolve(self, presented: str | None) -> Caller:
         """The caller, read from the store when the cache has no fresh entry (a blocking call)."""
         if not presented:
-            raise GatewayError("invalid_api_key", "Missing API key: send it as 'Authorization: Bearer sk-...'.")
+            raise GatewayError("invalid_api_key", MISSING_KEY)
         digest = hash_key(presented)
         hit = self._cache.get(digest)
         if hit is not None and time.monotonic() - hit[0] < self._ttl:
@@ -142,8 +142,13 @@ class KeyResolver:
                 self._unknown.pop(key_hash, None)
 
 
+# Both headers work on every route (Anthropic's SDK sends x-api-key, OpenAI's Authorization).
+MISSING_KEY = "Missing API key: send it as 'Authorization: Bearer sk-...' or in the 'x-api-key' header."
+INVALID_KEY = "Invalid API key: the key sent in 'Authorization' or 'x-api-key' is not one this gateway issued."
+
+
 def _invalid() -> GatewayError:
-    return GatewayError("invalid_api_key", "Invalid API key.")
+    return GatewayError("invalid_api_key", INVALID_KEY)
 
 
 def permits(permissions: list[str], model: str) -> bool:

@@ -109,8 +109,10 @@ def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = 
     async def _validation_error(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         loc = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        err = GatewayError("invalid_request", f"Invalid parameter '{loc}': {first.get('msg', 'invalid')}.", param=loc)
-        return error_response(err, family_for_path(request.url.path))
+        family = family_for_path(request.url.path)
+        said = first.get("msg", "invalid")  # in each family's own words, as shapes.check says them
+        message = f"{loc}: {said}" if family == "anthropic" else f"Invalid value for '{loc}': {said}."
+        return error_response(GatewayError("invalid_request", message, param=loc), family)
 
     app.add_middleware(
         CORSMiddleware,

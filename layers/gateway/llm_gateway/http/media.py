@@ -21,7 +21,7 @@ from ..billing.usage import Usage, from_openai, image_key
 from ..catalog import ModelSpec
 from ..errors import invalid
 from ..relay.calls import serve_bytes, serve_call
-from ..relay.passthrough import AudioPlan, JSONPlan
+from ..relay.passthrough import AudioPlan, JSONPlan, renamed
 from ..runtime import Runtime
 from .body import FormFields, loose_float, loose_int, parse_body
 from .deps import caller, runtime
@@ -56,7 +56,8 @@ async def embeddings(request: Request, who: Caller = Depends(caller), rt: Runtim
     spec = rt.gate.model_for(who, body["model"])
     require_kind(spec, "embedding", "/v1/embeddings")
     counted = _embedding_tokens(spec, body["input"])
-    plan = JSONPlan("embeddings", {**body, "model": spec.upstream_model}, lambda data: from_openai(data.get("usage")))
+    plan = JSONPlan("embeddings", {**body, "model": spec.upstream_model}, lambda data: from_openai(data.get("usage")),
+                    rename=renamed(spec))
     return await serve_call(request, rt, who, spec, plan, route="embeddings", stream=False, input_tokens=counted,
                             max_output_tokens=None, expected=Usage(input_tokens=counted))
 

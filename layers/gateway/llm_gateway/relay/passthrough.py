@@ -66,29 +66,54 @@ class OpenAIStreamRelay:
         return openai_error_events(err)
 
 
+class RenamingStreamRelay(OpenAIStreamRelay):
+    """The relay of a model the catalog serves under another upstream id: each event names the
+    model the client asked for (a model served under its own name pays nothing for this)."""
+
+    def __init__(self, client_wants_usage: bool, legacy: bool, model: str) -> None:
+        super().__init__(client_wants_usage, legacy)
+        self.model = model
+
+    def feed(self, event: Event) -> list[bytes]:
+        if "model" in event:
+            event["model"] = self.model
+        return super().feed(event)
+
+
+def renamed(spec: ModelSpec) -> str | None:
+    """The name answers must carry instead of the upstream's, when the two differ."""
+    return spec.name if spec.name != spec.upstream_model else None
+
+
 def openai_chat_plan(spec: ModelSpec, body: dict[str, Any], stream: bool, **_: Any) -> OpenAIPassthrough:
-    return OpenAIPassthrough(body, spec.upstream_model, stream)
+    return OpenAIPassthrough(body, spec.upstream_model, stream, rename=renamed(spec))
 
 
 def openai_completions_plan(spec: ModelSpec, body: dict[str, Any], stream: bool, **_: Any) -> OpenAIPassthrough:
-    return OpenAIPassthrough(body, spec.upstream_model, stream, legacy=True)
+    return OpenAIPassthrough(body, spec.upstream_model, stream, legacy=True, rename=renamed(spec))
 
 
 class OpenAIPassthrough:
     """An OpenAI-family route (chat or legacy completions) served by an OpenAI-wire upstream."""
 
-    def __init__(self, body: dict[str, Any], upstream_model: str, stream: bool, *, legacy: bool = False) -> None:
+    def __init__(self, body: dict[str, Any], upstream_model: str, stream: bool, *, legacy: bool = False,
+                 rename: str | None = None) -> None:
         self.operation = "completions" if legacy else "chat"
         self.legacy = legacy
         options = body.get("stream_options")
         self.client_wants_usage = bool(isinstance(options, dict) and options.get("include_usage"))
         self.body = prepare_body(body, upstream_model, stream)
         self.headers = None
+        self.rename = rename
 
     def reply(self, data: dict[str, Any]) -> tuple[dict[str, Any], Usage | None, str]:
+        if self.rename is not None and "model" in data:
+            data["model"] = self.rename
         return data, from_openai(data.get("usage")), _openai_text(data.get("choices"), self.legacy)
 
     def translator(self) -> OpenAIStreamRelay:
+        if self.rename is not None:
+            return RenamingStreamRelay(self.client_wants_usage, self.legacy, self.rename)
         return OpenAIStreamRelay(self.client_wants_usage, self.legacy)
 
 
@@ -100,8 +125,11 @@ class JSONPlan:
     body: dict[str, Any]
     meter: Any  # (answer) -> Usage | None
     headers: dict[str, str] | None = None
+    rename: str | None = None  # the model name the answer carries, when not the upstream's (`renamed`)
 
     def reply(self, data: dict[str, Any]) -> tuple[dict[str, Any], Usage | None, str]:
+        if self.rename is not None and "model" in data:
+            data["model"] = self.rename
         return data, self.meter(data), ""
 
     def translator(self) -> Any:  # pragma: no cover - these calls never stream events
@@ -147,6 +175,7 @@ class OpenAIResponsesRelay:
         self.texts: list[str] = []
         self.response_id: str | None = None
         self.sequence = -1
+        self.rename: str | None = None
 
     def feed(self, event: Event) -> list[bytes]:
         kind = event.get("type")
@@ -158,6 +187,8 @@ class OpenAIResponsesRelay:
             self.response_id = (event.get("response") or {}).get("id")
         elif kind in _RESPONSE_ENDS:
             self.usage = from_openai((event.get("response") or {}).get("usage")) or self.usage
+        if self.rename is not None and isinstance(event.get("response"), dict) and "model" in event["response"]:
+            event["response"]["model"] = self.rename
         return [typed_event(event)]
 
     def finish(self) -> list[bytes]:
@@ -175,15 +206,20 @@ class OpenAIResponsesPassthrough:
     operation = "responses"
     headers = None
 
-    def __init__(self, body: dict[str, Any], upstream_model: str) -> None:
+    def __init__(self, body: dict[str, Any], upstream_model: str, rename: str | None = None) -> None:
         self.body = {**body, "model": upstream_model}
+        self.rename = rename
 
     def reply(self, data: dict[str, Any]) -> tuple[dict[str, Any], Usage | None, str]:
+        if self.rename is not None and "model" in data:
+            data["model"] = self.rename
         return data, from_openai(data.get("usage")), _responses_text(data.get("output"))
 
     def translator(self) -> OpenAIResponsesRelay:
-        return OpenAIResponsesRelay()
+        relay = OpenAIResponsesRelay()
+        relay.rename = self.rename
+        return relay
 
 
 def openai_responses_plan(spec: ModelSpec, body: dict[str, Any], stream: bool, **_: Any) -> OpenAIResponsesPassthrough:
-    return OpenAIResponsesPassthrough(body, spec.upstream_model)
+    return OpenAIResponsesPassthrough(body, spec.upstream_model, renamed(spec))

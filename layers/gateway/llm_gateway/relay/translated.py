@@ -37,7 +37,7 @@ from ..translate.legacy import (
 )
 from ..translate.messages_openai import MessageEvents, chat_to_message, messages_to_chat
 from ..translate.responses_claude import ResponseEvents, message_to_response
-from .passthrough import _openai_text
+from .passthrough import _openai_text, renamed
 
 __all__ = [
     "TranslatedPlan",
@@ -229,9 +229,35 @@ def anthropic_messages_plan(
     spec: ModelSpec, body: dict[str, Any], stream: bool, *, headers: dict[str, str] | None = None, **_: Any
 ) -> TranslatedPlan:
     """A Messages request to an Anthropic-wire model: forwarded whole, with the client's headers."""
+    name = renamed(spec)
+    if name is not None:  # served under another upstream id: answers still name the model asked for
+        return TranslatedPlan("messages", {**body, "model": spec.upstream_model}, ANTHROPIC_WIRE, ANTHROPIC_CLIENT,
+                              partial(_named, model=name), (partial(_MessageRenamed, name),), headers=headers)
     return TranslatedPlan(
         "messages", {**body, "model": spec.upstream_model}, ANTHROPIC_WIRE, ANTHROPIC_CLIENT, _same, headers=headers,
     )
+
+
+def _named(data: dict[str, Any], model: str) -> dict[str, Any]:
+    if "model" in data:
+        data["model"] = model
+    return data
+
+
+class _MessageRenamed:
+    """A stage naming `model` in a Messages stream's `message_start` (the one event that names it)."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        message = event.get("message")
+        if isinstance(message, dict) and "model" in message:
+            message["model"] = self.model
+        return [event]
+
+    def finish(self) -> list[dict[str, Any]]:
+        return []
 
 
 def openai_messages_plan(
