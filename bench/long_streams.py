@@ -116,15 +116,17 @@ asyncio.run(main())
 INDEX = re.compile(rb'"content":"c(\d+) "')
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU seconds of the processes."""
+    user = system = 0.0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+        user += int(fields[11]) / os.sysconf("SC_CLK_TCK")
+        system += int(fields[12]) / os.sysconf("SC_CLK_TCK")
+    return user, system
 
 
 def rss_mb(pids: list[int]) -> float:
@@ -254,7 +256,8 @@ async def run(args: argparse.Namespace) -> dict:
         results = await asyncio.wait_for(asyncio.gather(*tasks), DEADLINE_S)
         elapsed = time.perf_counter() - started
         sampler.cancel()
-        cpu = cpu_seconds(pids) - cpu_before
+        user_s, system_s = (after - before for after, before in zip(cpu_seconds(pids), cpu_before, strict=True))
+        cpu = user_s + system_s
         # the settlements: every stream once (read the store the server wrote)
         time.sleep(1.0)
         from llm_gateway.store import open_store
@@ -296,6 +299,9 @@ async def run(args: argparse.Namespace) -> dict:
         "chunks_relayed": chunks,
         "gateway_cpu_s": round(cpu, 2),
         "cpu_us_per_chunk": round(cpu / max(1, chunks) * 1e6, 1),
+        # system time is mostly loopback TCP: the sender's write does the receiver's TCP work too
+        "cpu_us_per_chunk_user_system": [round(user_s / max(1, chunks) * 1e6, 1),
+                                         round(system_s / max(1, chunks) * 1e6, 1)],
         "usage_records": len(records),
         "settled_once_each": len(records) == len({r.request_id for r in records}) == len(ok) + WARM,
         "balance_matches_records": user.balance == 100000 * 1_000_000 - sum(r.cost for r in records),
