@@ -152,6 +152,47 @@ def test_models_handler_refuses_a_missing_key_in_the_openai_envelope(lambda_env)
     assert body["error"]["code"] == "invalid_api_key"
 
 
+def _log_lines(run) -> list[dict]:
+    import io
+    import logging
+
+    from llm_gateway import logs
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs._JSONFormatter())
+    logger = logging.getLogger("llm_gateway")
+    logger.addHandler(handler)
+    try:
+        run()
+    finally:
+        logger.removeHandler(handler)
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_a_request_log_line_names_the_lambda_invocation_and_its_trace(lambda_env, monkeypatch):
+    """As Powertools does: the Lambda request id (Mangum's context) and the X-Ray trace id."""
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "llm-gateway-models")
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1")
+    _, key = admin_key(lambda_env)
+    handler = load_handler("models")
+    lines = _log_lines(lambda: invoke(handler, proxy_event("GET", "/v1/models", key=key)))
+    (line,) = [ln for ln in lines if ln["msg"] == "request"]
+    assert line["lambda_request_id"] == LambdaContext.aws_request_id
+    assert line["xray_trace_id"] == "1-5759e988-bd862e3fe1be46a994272793"
+    assert key not in json.dumps(line)
+
+
+def test_the_web_adapters_headers_name_the_invocation_on_streaming_functions(monkeypatch):
+    from llm_gateway.http.middleware import lambda_fields
+
+    scope = {"headers": [(b"x-amzn-trace-id", b"Root=1-abc-def;Sampled=0"),
+                         (b"x-amzn-lambda-context", json.dumps({"request_id": "r-123", "deadline": 1}).encode())]}
+    monkeypatch.delenv("_X_AMZN_TRACE_ID", raising=False)
+    assert lambda_fields(scope) == {"lambda_request_id": "r-123", "xray_trace_id": "1-abc-def"}
+    assert lambda_fields({"headers": []}) == {}
+
+
 def test_models_handler_loads_provider_secrets_from_ssm_at_cold_start(lambda_env):
     handler = load_handler("models")
     assert handler.app.state.runtime.settings.secret("OPENAI_API_KEY") == "sk-operator-from-ssm"

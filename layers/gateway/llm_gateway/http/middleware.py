@@ -7,8 +7,10 @@ One layer does all of it: every layer wraps every message a response sends.
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,6 +26,8 @@ class GatewayMiddleware:
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # On Lambda each request's log line also names its invocation and its X-Ray trace
+        self.on_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -88,7 +92,32 @@ class GatewayMiddleware:
                 status=status_box[0] or 499,
                 ms=logs.now_ms(start),
                 **ctx.log_fields(),
+                **(lambda_fields(scope) if self.on_lambda else {}),
             )
+
+
+def lambda_fields(scope: Scope) -> dict[str, Any]:
+    """The Lambda request id and X-Ray trace id of this request, as AWS Lambda Powertools logs them:
+    from Mangum's `aws.context` (buffered functions) or the Web Adapter's `x-amzn-lambda-context`
+    header (streaming ones); the trace from the `x-amzn-trace-id` header, else `_X_AMZN_TRACE_ID`."""
+    request_id = getattr(scope.get("aws.context"), "aws_request_id", None)
+    trace = None
+    for name, value in scope.get("headers", ()):
+        if name == b"x-amzn-trace-id":
+            trace = value.decode("latin-1")
+        elif name == b"x-amzn-lambda-context" and request_id is None:
+            try:
+                request_id = json.loads(value).get("request_id")
+            except (ValueError, AttributeError):
+                pass
+    trace = trace or os.environ.get("_X_AMZN_TRACE_ID")
+    out: dict[str, Any] = {}
+    if request_id:
+        out["lambda_request_id"] = str(request_id)
+    if trace:
+        root = next((p for p in trace.split(";") if p.startswith("Root=")), trace)
+        out["xray_trace_id"] = root.removeprefix("Root=")
+    return out
 
 
 def is_model_call(path: str) -> bool:
