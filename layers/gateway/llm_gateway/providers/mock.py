@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import tokens
 from ..errors import GatewayError
-from . import mock_media, mock_search
+from . import mock_anthropic, mock_media, mock_search
 from .base import ByteStream, Event, EventStream
 
 ENCODING = "o200k_base"
@@ -45,7 +45,7 @@ def reply_text(prompt: str) -> str:
 
 class MockProvider:
     name = "mock"
-    operations = ("chat", "completions", "embeddings", "images", "speech")
+    operations = ("chat", "completions", "embeddings", "images", "speech", "messages", "count_tokens")
 
     def __init__(self, settings: Any = None) -> None:
         self.settings = settings
@@ -68,7 +68,11 @@ class MockProvider:
         else:
             messages = body.get("messages") or []
             input_tokens = tokens.count_messages(messages, ENCODING, tools=body.get("tools"))
-            text = reply_text(_last_user_text(messages))
+            last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+            if last.get("role") == "tool":  # a tool loop's second turn: answered in words
+                text = mock_anthropic.tool_result_reply(str(last.get("content") or ""))
+            else:
+                text = reply_text(_last_user_text(messages))
         enc = tokens.encoding(ENCODING)
         ids = enc.encode_ordinary(text)
         cap = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -88,6 +92,13 @@ class MockProvider:
             return mock_media.embeddings(body, model)
         if operation == "images":
             return mock_media.images(body)
+        if operation == "messages":
+            return mock_anthropic.message(body, model)
+        if operation == "count_tokens":
+            return mock_anthropic.count_tokens(body)
+        call = _chat_tool_call(body) if operation == "chat" else None
+        if call is not None:
+            return _tool_completion(body, model, call)
         pieces, finish, input_tokens = self._answer(operation, body)
         text = "".join(pieces)
         usage = {"prompt_tokens": input_tokens, "completion_tokens": len(pieces),
@@ -150,9 +161,15 @@ class MockProvider:
     async def stream(
         self, operation: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
     ) -> EventStream:
-        pieces, finish, input_tokens = self._answer(operation, body)
         delay = 0.05 if "slow" in model else 0.0
-        events = self._events(operation, model, pieces, finish, input_tokens, delay)
+        call = _chat_tool_call(body) if operation == "chat" else None
+        if operation == "messages":
+            events = mock_anthropic.events(body, model, delay)
+        elif call is not None:
+            events = _tool_chunks(body, model, call)
+        else:
+            pieces, finish, input_tokens = self._answer(operation, body)
+            events = self._events(operation, model, pieces, finish, input_tokens, delay)
         first = await anext(events)
         return EventStream(first, events, events.aclose)
 
@@ -191,3 +208,63 @@ class MockProvider:
             yield chunk({"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish})
         yield chunk(None, {"prompt_tokens": input_tokens, "completion_tokens": len(pieces),
                            "total_tokens": input_tokens + len(pieces)})
+
+
+# --- tool calls on the OpenAI wire (mock_anthropic has the rule) -----------------------------------
+
+def _chat_tool_call(body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    messages = body.get("messages") or []
+    if not body.get("tools") or (messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool"):
+        return None
+    choice = body.get("tool_choice")
+    if choice == "none":
+        return None
+    forced: str | bool = choice == "required"
+    if isinstance(choice, dict):
+        forced = str((choice.get("function") or {}).get("name") or "") or True
+    functions = [t["function"] for t in body["tools"] if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    offered = [{"name": f["name"], "schema": f.get("parameters")} for f in functions if isinstance(f.get("name"), str)]
+    return mock_anthropic.tool_call(offered, forced, _last_user_text(messages))
+
+
+def _tool_message(call: tuple[str, dict[str, Any]]) -> tuple[dict[str, Any], int]:
+    import json
+
+    arguments = json.dumps(call[1])
+    ident = "call_mock" + uuid.uuid4().hex[:16]
+    return ({"id": ident, "type": "function", "function": {"name": call[0], "arguments": arguments}},
+            len(tokens.encoding(ENCODING).encode_ordinary(arguments)))
+
+
+def _tool_usage(body: dict[str, Any], output: int) -> dict[str, int]:
+    input_tokens = tokens.count_messages(body.get("messages") or [], ENCODING, tools=body.get("tools"))
+    return {"prompt_tokens": input_tokens, "completion_tokens": output, "total_tokens": input_tokens + output}
+
+
+def _tool_completion(body: dict[str, Any], model: str, call: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    tool, output = _tool_message(call)
+    return {
+        "id": "chatcmpl-mock" + uuid.uuid4().hex[:20], "object": "chat.completion", "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [tool],
+                                             "refusal": None}, "logprobs": None, "finish_reason": "tool_calls"}],
+        "usage": _tool_usage(body, output), "system_fingerprint": "fp_mock",
+    }
+
+
+async def _tool_chunks(
+    body: dict[str, Any], model: str, call: tuple[str, dict[str, Any]]
+) -> AsyncGenerator[Event, None]:
+    tool, output = _tool_message(call)
+    base = {"id": "chatcmpl-mock" + uuid.uuid4().hex[:20], "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": model, "system_fingerprint": "fp_mock"}
+    arguments = tool["function"]["arguments"]
+    first = {**tool, "index": 0, "function": {"name": call[0], "arguments": ""}}
+    yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": None, "tool_calls": [first]},
+                                "logprobs": None, "finish_reason": None}]}
+    for part in (arguments[: len(arguments) // 2], arguments[len(arguments) // 2:]):
+        await asyncio.sleep(0)
+        delta = {"tool_calls": [{"index": 0, "function": {"arguments": part}}]}
+        yield {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]}
+    yield {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}]}
+    yield {**base, "choices": [], "usage": _tool_usage(body, output)}
