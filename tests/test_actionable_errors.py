@@ -108,3 +108,19 @@ def test_answers_name_the_requested_model_not_the_upstreams(gateway, stream):
             assert r.status_code == 200, (path, r.text)
             seen = set(re.findall(r'"model":\s*"([^"]+)"', r.text))
             assert seen == {name}, (path, name, seen)
+
+
+def test_context_length_refusals_in_each_providers_own_words(gateway):
+    """LiteLLM and LangChain recognise an overflow by the provider's wording; status and code as ever."""
+    model = gateway.model(input="1", output="1", max_input_tokens=40)
+    key = gateway.key()
+    long = [{"role": "user", "content": "word " * 100}]
+    r = _post(gateway, "/v1/chat/completions", key, {"model": model, "messages": long})
+    error = r.json()["error"]
+    assert (r.status_code, error["code"], error["type"]) == (400, "context_length_exceeded", "invalid_request_error")
+    assert re.fullmatch(r"This model's maximum context length is 40 tokens\. However, your messages resulted in "
+                        r"\d+ tokens\. Please reduce the length of the messages\.", error["message"])
+    r = _post(gateway, "/v1/messages", key, {"model": model, "max_tokens": 5, "messages": long})
+    error = r.json()["error"]
+    assert (r.status_code, error["type"]) == (400, "invalid_request_error")
+    assert re.fullmatch(r"prompt is too long: \d+ tokens > 40 maximum", error["message"])

@@ -59,11 +59,14 @@ class GatewayError(Exception):
         status: int | None = None,
         headers: dict[str, str] | None = None,
         retryable: bool | None = None,
+        worded: dict[Family, str] | None = None,
     ) -> None:
         if kind not in _KINDS:
             raise ValueError(f"unknown error kind {kind!r}")
         super().__init__(message)
         self.kind: Kind = kind
+        # the message in a family's own words, where its clients recognise an error by them
+        self.worded = worded
         if retryable is not None:
             self.retryable = retryable
         self.message = message
@@ -74,13 +77,14 @@ class GatewayError(Exception):
 
     def body(self, family: Family) -> dict[str, Any]:
         _, oa_type, oa_code, an_type, pf_type = _KINDS[self.kind]
+        message = self.worded.get(family, self.message) if self.worded else self.message
         if family == "anthropic":
-            return {"type": "error", "error": {"type": an_type, "message": self.message}}
+            return {"type": "error", "error": {"type": an_type, "message": message}}
         if family == "platform":
-            return {"statusCode": self.status, "message": self.message, "errorType": pf_type, "data": None}
+            return {"statusCode": self.status, "message": message, "errorType": pf_type, "data": None}
         return {
             "error": {
-                "message": self.message,
+                "message": message,
                 "type": oa_type,
                 "param": self.param,
                 "code": self.code if self.code is not None else oa_code,

@@ -55,12 +55,7 @@ class Gate:
         """`expected`, when given, is what the call may use (images, characters, ...) in place of its
         input tokens and whole output allowance."""
         if input_tokens > spec.max_input_tokens:
-            raise GatewayError(
-                "context_length_exceeded",
-                f"This model's maximum input is {spec.max_input_tokens} tokens; the request has "
-                f"{input_tokens} input tokens.",
-                param="messages",
-            )
+            raise context_too_long(spec.max_input_tokens, input_tokens)
         catalog = self.catalogs.current()
         multiplier = catalog.multiplier(caller.tier)
         if expected is None:
@@ -133,6 +128,15 @@ class Gate:
         if not result.ok:
             self.full.remember(counters, result.counter_id, now + result.retry_after)
             raise _too_many(result.retry_after)
+
+
+def context_too_long(limit: int, counted: int) -> GatewayError:
+    """The input over the model's limit, said as each provider says it: clients (LiteLLM's
+    ContextWindowExceededError, LangChain's summarise-and-retry) recognise it by these words."""
+    openai = (f"This model's maximum context length is {limit} tokens. However, your messages resulted in "
+              f"{counted} tokens. Please reduce the length of the messages.")
+    return GatewayError("context_length_exceeded", openai, param="messages",
+                        worded={"anthropic": f"prompt is too long: {counted} tokens > {limit} maximum"})
 
 
 def _too_many(retry_after: int) -> GatewayError:
