@@ -290,7 +290,12 @@ def scheduled(http: Any) -> Any:
 
     def handler(event: dict[str, Any], context: Any = None) -> Any:
         if event.get("source") == "aws.events":
-            return {"expired": asyncio.get_event_loop().run_until_complete(sweep(http.app))}
+            try:
+                loop = asyncio.get_event_loop()  # Mangum's, which it sets when it is made
+            except RuntimeError:
+                loop = asyncio.new_event_loop()
+                asyncio.set_event_loop(loop)
+            return {"expired": loop.run_until_complete(sweep(http.app))}
         return http(event, context)
 
     return handler
