@@ -20,7 +20,8 @@ import orjson
 
 from ..config import Settings
 from ..errors import CLIENT_KINDS, GatewayError, UpstreamError, kind_for_upstream_status
-from .pool import Pool, make_pool
+from .pool import Opened, Pool, make_pool
+from .sse import SSEReader
 
 Event = dict[str, Any]
 T = TypeVar("T")
@@ -226,10 +227,8 @@ class HTTPProvider:
     async def stream(
         self, operation: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None
     ) -> EventStream:
-        from httpx_sse import EventSource
-
-        async def first_event(response: httpx.Response) -> tuple[AsyncIterator[Event], Event | None]:
-            events = self._events(EventSource(response))
+        async def first_event(response: Opened) -> tuple[AsyncIterator[Event], Event | None]:
+            events = self._events(response)
             return events, await anext(events, None)
 
         response, started = await self._open(operation, body, model, headers, "text/event-stream", first_event)
@@ -247,13 +246,13 @@ class HTTPProvider:
 
     async def _open(
         self, operation: str, body: dict[str, Any], model: str, headers: dict[str, str] | None, accept: str,
-        start: Callable[[httpx.Response], Awaitable[T]] | None = None,
-    ) -> tuple[httpx.Response, T | None]:
+        start: Callable[[Opened], Awaitable[T]] | None = None,
+    ) -> tuple[Opened, T | None]:
         """The upstream's answer, unread past its head (and `start`'s first read of it), within the
         time limit; an error status or a failure before then is a plain error, the answer closed."""
         self.require_configured()
         request = self._request(operation, model, body, headers, accept=accept)
-        response: httpx.Response | None = None
+        response: Opened | None = None
         try:
             async with asyncio.timeout(self.timeout):
                 response = await self.pool.open(*request)
@@ -269,7 +268,7 @@ class HTTPProvider:
             raise
         return response, started
 
-    async def _chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
+    async def _chunks(self, response: Opened) -> AsyncIterator[bytes]:
         try:
             async for chunk in response.aiter_bytes():
                 if chunk:
@@ -277,22 +276,25 @@ class HTTPProvider:
         except (httpx.HTTPError, OSError) as exc:
             raise self.failure(exc, "stream") from None
 
-    async def _events(self, source: Any) -> AsyncIterator[Event]:
+    async def _events(self, response: Opened) -> AsyncIterator[Event]:
+        """The JSON objects an SSE answer carries (its `event:` name as `type` where they have
+        none); `[DONE]`, comments and anything that is not a JSON object are skipped."""
+        reader = SSEReader()
         try:
-            async for sse in source.aiter_sse():
-                data = sse.data
-                if not data or data == "[DONE]":
-                    continue
-                try:
-                    event = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    continue
-                if not isinstance(event, dict):
-                    continue
-                if sse.event and "type" not in event:
-                    event["type"] = sse.event
-                self.check_event(event)
-                yield event
+            async for chunk in response.aiter_bytes():
+                for name, data in reader.feed(chunk):
+                    if not data or data == b"[DONE]":
+                        continue
+                    try:
+                        event = orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if not isinstance(event, dict):
+                        continue
+                    if name and "type" not in event:
+                        event["type"] = name
+                    self.check_event(event)
+                    yield event
         except (httpx.HTTPError, OSError) as exc:
             raise self.failure(exc, "stream") from None
 

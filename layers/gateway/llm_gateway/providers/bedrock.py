@@ -25,6 +25,7 @@ from ..config import Settings
 from ..errors import CLIENT_KINDS, GatewayError, Kind, UpstreamError
 from ..translate.chat_converse import chat_to_converse, converse_event_to_chunk, converse_to_chat
 from .base import Event, EventStream, HTTPProvider, missing
+from .pool import Opened
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
 EVENT_STREAM = "application/vnd.amazon.eventstream"
@@ -103,7 +104,7 @@ class BedrockProvider(HTTPProvider):
                      headers: dict[str, str] | None = None) -> EventStream:
         shown = str(body.get("model") or model)
 
-        async def first_event(response: httpx.Response) -> tuple[AsyncIterator[Event], Event | None]:
+        async def first_event(response: Opened) -> tuple[AsyncIterator[Event], Event | None]:
             events = self._events_of(response, operation, shown)
             return events, await anext(events, None)
 
@@ -112,7 +113,7 @@ class BedrockProvider(HTTPProvider):
         events, first = started
         return EventStream(first, events, response.aclose)
 
-    async def _events_of(self, response: httpx.Response, operation: str, model: str) -> AsyncIterator[Event]:
+    async def _events_of(self, response: Opened, operation: str, model: str) -> AsyncIterator[Event]:
         from botocore.eventstream import EventStreamBuffer, ParserError
 
         frames = EventStreamBuffer()

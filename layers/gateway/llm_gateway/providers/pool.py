@@ -2,14 +2,15 @@
 
 Two kinds behind one interface:
 - `post` sends a request and returns its whole answer (status, headers, body);
-- `open` sends a request and returns the answer unread, as an `httpx.Response`, which httpx-sse
-  parses into events.
+- `open` sends a request and returns the answer unread past its head (`Opened`: status, headers,
+  its bytes as they arrive), which the provider reads as events (providers.sse) or bytes.
 
 `AiohttpPool` (the `speed` extra) is aiohttp's pool. httpx's own re-checks every pooled connection on
 each request, which caps a busy long-running server at a few hundred upstream requests per second.
 Whole answers go through aiohttp itself: httpx's request and response types over the same pool cost
-about 90 µs more per request, some 13% of the gateway's CPU at load. Streams go through httpx-aiohttp
-over the same session, so both kinds of call share its connections.
+about 90 µs more per request, some 13% of the gateway's CPU at load. Streams too: each chunk of a
+stream read through httpx's response types over aiohttp (httpx-aiohttp) cost several µs more, and
+each open stream kilobytes more, than aiohttp's own reads (bench/long_streams.py).
 
 `HttpxPool` is httpx's own. A Lambda container serves one request at a time, so there the lighter
 import wins.
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -57,9 +58,25 @@ class Answer:
     content: bytes
 
 
+class Opened(Protocol):
+    """An answer unread past its head (an httpx.Response is one)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...  # case-insensitive
+
+    async def aread(self) -> bytes: ...
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
 class Pool(Protocol):
     async def post(self, url: str, headers: dict[str, str], content: bytes) -> Answer: ...
-    async def open(self, url: str, headers: dict[str, str], content: bytes) -> httpx.Response: ...
+    async def open(self, url: str, headers: dict[str, str], content: bytes) -> Opened: ...
     async def aclose(self) -> None: ...
 
 
@@ -69,7 +86,6 @@ def make_pool(choice: str, timeout: float) -> Pool:
         return HttpxPool(timeout)
     try:
         import aiohttp  # noqa: F401
-        import httpx_aiohttp  # noqa: F401
     except ImportError:
         return HttpxPool(timeout)
     return AiohttpPool(timeout)
@@ -112,7 +128,7 @@ class HttpxPool:
         self._timeouts = {"connect": timeout, "read": None, "write": timeout, "pool": timeout}
         self._url = _URLs(httpx.URL)
 
-    async def open(self, url: str, headers: dict[str, str], content: bytes) -> httpx.Response:
+    async def open(self, url: str, headers: dict[str, str], content: bytes) -> Opened:
         request = httpx.Request("POST", self._url(url), headers=headers, content=content,
                                 extensions={"timeout": self._timeouts})
         try:
@@ -145,10 +161,10 @@ class HttpxPool:
     async def post(self, url: str, headers: dict[str, str], content: bytes) -> Answer:
         response = await self.open(url, headers, content)
         try:
-            await response.aread()
+            body = await response.aread()
         finally:
             await response.aclose()
-        return Answer(response.status_code, response.headers, response.content)
+        return Answer(response.status_code, response.headers, body)
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -158,7 +174,7 @@ class HttpxPool:
 
 
 class AiohttpPool:
-    """aiohttp's pool: whole answers through aiohttp, streams through httpx-aiohttp, one session."""
+    """aiohttp's pool: whole answers and streams through aiohttp itself, one session."""
 
     def __init__(self, timeout: float) -> None:
         import aiohttp
@@ -167,78 +183,55 @@ class AiohttpPool:
         self._aiohttp = aiohttp
         self._connect_timeout = timeout
         self._session: Any = None
-        self._transport: Any = None
         self._fresh_session: Any = None  # for resending: a connection of its own for each request
-        self._fresh_transport: Any = None
         self._url = _URLs(yarl.URL)
-        self._httpx_url = _URLs(httpx.URL)
 
     def _started(self) -> Any:
         """The session, made on first use: aiohttp binds it to the running event loop."""
         if self._session is None:
-            self._session, self._transport = self._new_session(_noting_connector(self._aiohttp),
-                                                               keepalive_timeout=IDLE_SECONDS)
+            self._session = self._new_session(_noting_connector(self._aiohttp), keepalive_timeout=IDLE_SECONDS)
         return self._session
 
-    def _fresh(self) -> tuple[Any, Any]:
-        """The session and stream transport that resend a request: no connection is ever kept."""
+    def _fresh(self) -> Any:
+        """The session that resends a request: no connection is ever kept."""
         if self._fresh_session is None:
-            self._fresh_session, self._fresh_transport = self._new_session(self._aiohttp.TCPConnector,
-                                                                           force_close=True)
-        return self._fresh_session, self._fresh_transport
+            self._fresh_session = self._new_session(self._aiohttp.TCPConnector, force_close=True)
+        return self._fresh_session
 
-    def _new_session(self, connector_class: Any, **connector_args: Any) -> tuple[Any, Any]:
-        from httpx_aiohttp import AiohttpTransport
-
+    def _new_session(self, connector_class: Any, **connector_args: Any) -> Any:
         aiohttp = self._aiohttp
         # The same certificate authorities as httpx (certifi's), whichever pool serves. No total
         # time limit: the provider bounds the wait for an answer; a stream has none.
         connector = connector_class(limit=MAX_CONNECTIONS, ssl=httpx.create_ssl_context(trust_env=False),
                                     **connector_args)
-        session = aiohttp.ClientSession(
+        return aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, connect=self._connect_timeout),
         )
-        return session, AiohttpTransport(client=session)
+
+    async def _send(self, url: str, headers: dict[str, str], content: bytes) -> Any:
+        """The answer's head, resent once on a fresh connection if a reused one was found dropped."""
+        try:
+            return await self._started().post(self._url(url), headers=headers, data=content, allow_redirects=False)
+        except self._aiohttp.ClientError as exc:
+            if not self._dropped(exc):
+                raise
+        return await self._fresh().post(self._url(url), headers=headers, data=content, allow_redirects=False)
 
     async def post(self, url: str, headers: dict[str, str], content: bytes) -> Answer:
-        session = self._started()
         try:
-            try:
-                response = await session.post(self._url(url), headers=headers, data=content, allow_redirects=False)
-            except self._aiohttp.ClientError as exc:
-                if not self._dropped(exc):
-                    raise
-                response = await self._fresh()[0].post(self._url(url), headers=headers, data=content,
-                                                       allow_redirects=False)
+            response = await self._send(url, headers, content)
             # From here on part of the answer has arrived: a failure is never resent.
             async with response:
                 return Answer(response.status, response.headers, await response.read())
         except self._aiohttp.ClientError as exc:
             raise self._as_httpx(exc) from exc
 
-    async def open(self, url: str, headers: dict[str, str], content: bytes) -> httpx.Response:
-        self._started()
-        request = httpx.Request("POST", self._httpx_url(url), headers=headers, content=content, extensions={
-            "timeout": {"connect": self._connect_timeout, "pool": self._connect_timeout},
-        })
+    async def open(self, url: str, headers: dict[str, str], content: bytes) -> Opened:
         try:
-            return await self._transport.handle_async_request(request)
-        except (httpx.TransportError, self._aiohttp.ClientError) as exc:
-            # httpx-aiohttp turns most of aiohttp's errors into httpx ones (every connection error
-            # into a ConnectTimeout), keeping aiohttp's as the cause; the rest it leaves as they are.
-            cause = exc if isinstance(exc, self._aiohttp.ClientError) else exc.__cause__
-            if not isinstance(cause, self._aiohttp.ClientError):
-                raise
-            if not self._dropped(cause):
-                raise self._as_httpx(cause) from cause
-        try:
-            return await self._fresh()[1].handle_async_request(request)
-        except (httpx.TransportError, self._aiohttp.ClientError) as exc:
-            cause = exc if isinstance(exc, self._aiohttp.ClientError) else exc.__cause__
-            if not isinstance(cause, self._aiohttp.ClientError):
-                raise
-            raise self._as_httpx(cause) from cause
+            return _AiohttpOpened(await self._send(url, headers, content), self)
+        except self._aiohttp.ClientError as exc:
+            raise self._as_httpx(exc) from exc
 
     def _dropped(self, exc: Exception) -> bool:
         """Whether a reused connection was closed under the request before any answer arrived.
@@ -279,6 +272,36 @@ class AiohttpPool:
             if session is not None:
                 setattr(self, name, None)
                 await session.close()
+
+
+class _AiohttpOpened:
+    """An aiohttp answer unread past its head, read as `Opened` (httpx's errors, as the pool's)."""
+
+    __slots__ = ("_response", "_pool", "status_code", "headers")
+
+    def __init__(self, response: Any, pool: AiohttpPool) -> None:
+        self._response = response
+        self._pool = pool
+        self.status_code: int = response.status
+        self.headers: Mapping[str, str] = response.headers
+
+    async def aread(self) -> bytes:
+        try:
+            data: bytes = await self._response.read()
+            return data
+        except self._pool._aiohttp.ClientError as exc:
+            raise self._pool._as_httpx(exc) from exc
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except self._pool._aiohttp.ClientError as exc:
+            raise self._pool._as_httpx(exc) from exc
+
+    async def aclose(self) -> None:
+        # read to its end, the connection goes back to the pool; otherwise it is closed
+        self._response.release() if self._response.content.at_eof() else self._response.close()
 
 
 _classes: dict[str, Any] = {}
