@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -195,6 +196,7 @@ def _serve_on(sock, args: argparse.Namespace) -> int:
     except ImportError:
         pass
     config = uvicorn.Config("llm_gateway.http.server:app_factory", **kwargs)
+    metrics_dir = _metrics_folder()
     _emit(out)
     try:
         if args.workers > 1:
@@ -206,7 +208,19 @@ def _serve_on(sock, args: argparse.Namespace) -> int:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # Ctrl-C, re-raised by uvicorn after a graceful shutdown (as uvicorn.run does)
         return 0
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0 if server.started else EXIT_FAILURE
+
+
+def _metrics_folder() -> str:
+    """Where this server's workers leave their metrics snapshots (GET /metrics sums them): a folder
+    of this process's own, removed when it stops; the workers inherit its name."""
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="llm-gateway-metrics-")
+    os.environ["GATEWAY_METRICS_DIR"] = folder
+    return folder
 
 
 def cmd_store_init(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from .. import logs
 from ..errors import GatewayError, Kind
+from ..metrics import Metrics
 from ..runtime import Runtime
 from .family import family_for_path
 from .middleware import GatewayMiddleware
@@ -60,7 +61,7 @@ def _available(names: Iterable[str]) -> list[str]:
 
 
 def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = None,
-               housekeeping: float = 0) -> FastAPI:
+               housekeeping: float = 0, metrics: Metrics | None = None) -> FastAPI:
     """An ASGI app serving `families` (default: every family) over one shared runtime; with
     `housekeeping` seconds, it also drains parked settlements and prunes old usage that often (and,
     serving tasks, fails the stale ones every TASK_SWEEP_SECONDS)."""
@@ -75,6 +76,8 @@ def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = 
             from ..tasks.service import sweep_forever
 
             chores.append(asyncio.create_task(sweep_forever(app, TASK_SWEEP_SECONDS)))
+        if metrics is not None and metrics.folder is not None:  # the other workers read this one's
+            chores.append(asyncio.create_task(_write_snapshots(metrics)))
         yield
         for chore in chores:
             chore.cancel()
@@ -122,6 +125,39 @@ def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = 
         expose_headers=["x-request-id", "x-gateway-overhead-ms", "x-gateway-cache", "retry-after"],
         max_age=600,
     )
-    app.add_middleware(GatewayMiddleware, max_body_bytes=rt.settings.max_body_bytes)
+    if metrics is not None:
+        _add_metrics_route(app, metrics, rt)
+    app.add_middleware(GatewayMiddleware, max_body_bytes=rt.settings.max_body_bytes, metrics=metrics)
     return app
+
+
+METRICS_SNAPSHOT_S = 5.0
+
+
+async def _write_snapshots(metrics: Metrics) -> None:
+    while True:
+        await asyncio.sleep(METRICS_SNAPSHOT_S)
+        try:
+            metrics.write_snapshot()
+        except OSError:  # a full or read-only disk: the other workers' view is older, nothing else
+            logs.log("metrics snapshot failed", level=30, exc_info=True)
+
+
+def _add_metrics_route(app: FastAPI, metrics: Metrics, rt: Runtime) -> None:
+    """`GET /metrics` (Prometheus text); with GATEWAY_METRICS_TOKEN set, only with that bearer token."""
+    import hmac
+
+    from starlette.responses import Response
+
+    token = rt.settings.secret("GATEWAY_METRICS_TOKEN")
+
+    async def prometheus(request: Request) -> Response:
+        if token:
+            sent = (request.headers.get("authorization") or "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(sent.encode(), token.encode()):
+                raise GatewayError("invalid_api_key", "Metrics need 'Authorization: Bearer <GATEWAY_METRICS_TOKEN>'.")
+        text = metrics.merged().render(rt.settings.currency)
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    app.add_api_route("/metrics", prometheus, methods=["GET"], include_in_schema=False)
 

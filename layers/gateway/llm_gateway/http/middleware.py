@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import logs
 from ..errors import GatewayError
+from ..metrics import Metrics
 from ..store.base import StoreBusy
 from .context import RequestContext
 from .family import family_for_path
@@ -23,9 +24,10 @@ from .responses import error_response
 
 
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics  # `serve` only (GET /metrics); None on Lambda
         # On Lambda each request's log line also names its invocation and its X-Ray trace
         self.on_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
 
@@ -94,6 +96,10 @@ class GatewayMiddleware:
                 **ctx.log_fields(),
                 **(lambda_fields(scope) if self.on_lambda else {}),
             )
+            if self.metrics is not None:
+                route = scope.get("route")  # the matched route's template keeps the labels few
+                self.metrics.observe(scope.get("method") or "", getattr(route, "path", "unmatched"),
+                                     status_box[0] or 499, time.perf_counter() - start, ctx, model_call)
 
 
 def lambda_fields(scope: Scope) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import os
 import threading
+from pathlib import Path
 
 # How often a server drains parked settlements (billing.retry) and prunes usage past its retention.
 HOUSEKEEPING_S = 5.0
@@ -11,9 +13,13 @@ HOUSEKEEPING_S = 5.0
 
 def app_factory():
     from .. import tokens
+    from ..metrics import Metrics
     from .app import create_app
 
-    app = create_app(housekeeping=HOUSEKEEPING_S)
+    # GET /metrics: each worker counts its own requests; `serve` names one folder for its workers'
+    # snapshots (GATEWAY_METRICS_DIR), so any worker answers for the whole server
+    folder = os.environ.get("GATEWAY_METRICS_DIR")
+    app = create_app(housekeeping=HOUSEKEEPING_S, metrics=Metrics(Path(folder) if folder else None))
     # The objects made so far (modules, the app, the catalog) live as long as the process: keep the
     # collector from walking them again and again, and let it run less often. Each request makes a
     # few thousand short-lived objects; with the default threshold (700) the collector ran several
