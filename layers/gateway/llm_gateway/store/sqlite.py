@@ -295,9 +295,6 @@ class SQLiteStore:
     def list_users(self) -> list[User]:
         return [User(**dict(row)) for row in self._conn().execute("SELECT * FROM users ORDER BY user_id")]
 
-    def list_users(self) -> list[User]:
-        return [User(**dict(row)) for row in self._conn().execute("SELECT * FROM users ORDER BY user_id")]
-
     # keys ----------------------------------------------------------------------------------
     def create_key(self, key: Key, max_keys: int | None = None) -> Key:
         with self._tx() as c:
