@@ -33,7 +33,7 @@ from llm_gateway.money import to_micros
 from llm_gateway.store.dynamodb import DynamoDBStore
 from tests.dynamo import table_prefix
 from tests.fakes.server import free_port
-from tests.test_template import TEMPLATE, dynamodb_rights, translate
+from tests.test_template import TEMPLATE, dynamodb_rights, log_lines, translate
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT = json.loads((ROOT / "tests" / "events" / "apigateway-aws-proxy.json").read_text())
@@ -152,31 +152,13 @@ def test_models_handler_refuses_a_missing_key_in_the_openai_envelope(lambda_env)
     assert body["error"]["code"] == "invalid_api_key"
 
 
-def _log_lines(run) -> list[dict]:
-    import io
-    import logging
-
-    from llm_gateway import logs
-
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logs._JSONFormatter())
-    logger = logging.getLogger("llm_gateway")
-    logger.addHandler(handler)
-    try:
-        run()
-    finally:
-        logger.removeHandler(handler)
-    return [json.loads(line) for line in stream.getvalue().splitlines()]
-
-
 def test_a_request_log_line_names_the_lambda_invocation_and_its_trace(lambda_env, monkeypatch):
     """As Powertools does: the Lambda request id (Mangum's context) and the X-Ray trace id."""
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "llm-gateway-models")
     monkeypatch.setenv("_X_AMZN_TRACE_ID", "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1")
     _, key = admin_key(lambda_env)
     handler = load_handler("models")
-    lines = _log_lines(lambda: invoke(handler, proxy_event("GET", "/v1/models", key=key)))
+    lines = log_lines(lambda: invoke(handler, proxy_event("GET", "/v1/models", key=key)))
     (line,) = [ln for ln in lines if ln["msg"] == "request"]
     assert line["lambda_request_id"] == LambdaContext.aws_request_id
     assert line["xray_trace_id"] == "1-5759e988-bd862e3fe1be46a994272793"

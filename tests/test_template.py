@@ -411,7 +411,6 @@ def _matches(pattern: str, line: str) -> bool:
 
 def _settlement_failed_line() -> str:
     """The line the gateway writes when a charge cannot be written, produced by the code that writes it."""
-    from llm_gateway import logs
     from llm_gateway.billing.settle import write
     from llm_gateway.store.base import UsageRecord
 
@@ -421,17 +420,26 @@ def _settlement_failed_line() -> str:
 
         park_settlement = settle
 
+    lines = log_lines(lambda: write(FailingStore(), UsageRecord(request_id="req_1", user_id="u", key_id="k",
+                                                                model="m", created_at=1.0)))
+    (line,) = [ln for ln in lines if ln["msg"] == "settlement failed"]
+    return json.dumps(line)
+
+
+def log_lines(run) -> list[dict]:
+    """The gateway's log lines (parsed) while `run()` runs."""
+    from llm_gateway import logs
+
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logs._JSONFormatter())
     logger = logging.getLogger("llm_gateway")
     logger.addHandler(handler)
     try:
-        write(FailingStore(), UsageRecord(request_id="req_1", user_id="u", key_id="k", model="m", created_at=1.0))
+        run()
     finally:
         logger.removeHandler(handler)
-    (line,) = [ln for ln in stream.getvalue().splitlines() if '"settlement failed"' in ln]
-    return line
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
 def test_settlement_failures_are_counted_from_every_function_log_and_alarmed(translated):

@@ -138,10 +138,14 @@ class HTTPProvider:
     # provider is the class made over the settings with these replaced (providers.Providers.for_channel).
     channel_settings: dict[str, str] = {}
 
+    # whether the provider's own plain client (`client`) follows redirects
+    follow_redirects = False
+
     def __init__(self, settings: Settings) -> None:
         self.timeout = settings.upstream_timeout
         self.transport = settings.http_transport
         self._pool: Pool | None = None
+        self._client: httpx.AsyncClient | None = None
 
     @property
     def pool(self) -> Pool:
@@ -149,7 +153,19 @@ class HTTPProvider:
             self._pool = make_pool(self.transport, self.timeout)
         return self._pool
 
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """A plain httpx client of the provider's own, made on first use, for the rare calls that
+        are not a POST through the pool (a GET of a task, a search, a stored response)."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=self.follow_redirects,
+                                             trust_env=False)
+        return self._client
+
     async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.aclose()

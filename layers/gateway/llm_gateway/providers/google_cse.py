@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
-
 from ..config import Settings
 from .base import TRANSPORT_ERRORS, HTTPProvider, missing
 
@@ -27,7 +25,6 @@ class GoogleCSEProvider(HTTPProvider):
         self.api_key = settings.secret("GOOGLE_CSE_API_KEY")
         self.cx = settings.secret("GOOGLE_CSE_CX")
         self.base_url = (settings.secret("GOOGLE_CSE_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        self._client: httpx.AsyncClient | None = None
 
     def require_configured(self) -> None:
         if not self.api_key:
@@ -41,17 +38,6 @@ class GoogleCSEProvider(HTTPProvider):
     def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         return {}
 
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
-        await super().aclose()
 
     async def send(
         self, operation: str, body: dict[str, Any], *, model: str, headers: dict[str, str] | None = None

@@ -27,6 +27,7 @@ MAX_IMAGE_BYTES = 32 * 1024 * 1024
 
 class MidjourneyProvider(HTTPProvider):
     name = "midjourney"
+    follow_redirects = True
     paths = {**{f"mj-{kind}": f"/mj/submit/{kind}" for kind in SUBMISSIONS},
              "mj-list": "/mj/task/list-by-condition"}
 
@@ -34,7 +35,6 @@ class MidjourneyProvider(HTTPProvider):
         super().__init__(settings)
         self.secret = settings.secret("MIDJOURNEY_API_SECRET")
         self.base_url = (settings.secret("MIDJOURNEY_BASE_URL") or "").rstrip("/")
-        self._client: httpx.AsyncClient | None = None
 
     def require_configured(self) -> None:
         if not self.base_url:
@@ -49,17 +49,6 @@ class MidjourneyProvider(HTTPProvider):
             out["mj-api-secret"] = self.secret
         return out
 
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=True)
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
-        await super().aclose()
 
     # --- what llm_gateway.tasks asks of a task upstream -------------------------------------------
     async def task_submit(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:

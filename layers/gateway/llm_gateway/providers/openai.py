@@ -6,8 +6,6 @@ import asyncio
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from ..config import Settings
 from ..errors import UpstreamError
 from .base import TRANSPORT_ERRORS, Event, HTTPProvider, missing
@@ -54,27 +52,17 @@ class OpenAIProvider(HTTPProvider):
         self.require_configured()
         url = self.url(self.path(operation) + tail, "")
         headers = {k: v for k, v in self.headers().items() if k != "content-type"}
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False, trust_env=False)
         try:
             async with asyncio.timeout(self.timeout):
-                answer = await self._client.request(method, url, params=params, headers={
+                answer = await self.client.request(method, url, params=params, headers={
                     **headers, "accept": "application/json", "user-agent": "llm-gateway"})
         except TRANSPORT_ERRORS as exc:
             raise self.failure(exc) from None
         return self.json_answer(answer.status_code, answer.content, answer.headers)
 
-    _client: httpx.AsyncClient | None = None
-
     def realtime_url(self, model: str) -> str:
         """The Realtime API's WebSocket address for `model` (API.md 3.9)."""
         return _websocket(self.base_url) + "/realtime?model=" + quote(model, safe="")
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
-        await super().aclose()
 
 
 class AzureOpenAIProvider(OpenAIProvider):
