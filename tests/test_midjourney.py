@@ -84,7 +84,8 @@ def test_imagine_progress_success_stored_image_then_upscale(gw, fake_mj, encodin
     assert sent.body["prompt"] == prompt and sent.headers["mj-api-secret"] == MJ_OPERATOR_SECRET
     assert sent.body["notifyHook"] == f"{gw.url}{MJ}/callback/{CALLBACK_SECRET}"
     assert key not in str(sent.headers) and key not in str(sent.body)
-    assert gw.balance(user) == 1_000_000 - IMAGINE_FAST  # reserved at submission
+    assert gw.balance(user) == 1_000_000 - IMAGINE_FAST  # charged when the upstream accepted it
+    assert [(r.model, r.cost, r.status) for r in gw.store.list_usage(user).records] == [("mj-imagine", IMAGINE_FAST, "ok")]
     task = query(gw, key, task_id)
     assert (task["status"], task["progress"], task["action"], task["taskType"]) == ("SUBMITTED", "0%", "IMAGINE", "FAST")
 
@@ -100,7 +101,7 @@ def test_imagine_progress_success_stored_image_then_upscale(gw, fake_mj, encodin
     stored = httpx.get(task["imageS3Url"])  # public: no key
     assert stored.status_code == 200 and stored.content == png() and stored.headers["content-type"] == "image/png"
     assert "max-age" in stored.headers["cache-control"]
-    assert gw.balance(user) == 1_000_000 - IMAGINE_FAST  # charged once, at the final status
+    assert gw.balance(user) == 1_000_000 - IMAGINE_FAST  # charged once, on acceptance
     usage = gw.store.list_usage(user).records
     assert [(r.model, r.cost, r.units.get("pool")) for r in usage] == [("mj-imagine", IMAGINE_FAST, "FAST")]
 
@@ -151,7 +152,12 @@ def test_a_failed_task_is_refunded_to_the_micro_exactly_once(gw, fake_mj):
     task = query(gw, key, task_id)
     assert (task["status"], task["failReason"], task["progress"]) == ("FAILURE", "[Banned] nope", "10%")
     assert gw.balance(user) == 123_457
-    assert [(r.cost, r.status) for r in gw.store.list_usage(user).records] == [(0, "error")]
+    records = gw.store.list_usage(user).records  # newest first: the refund, then the charge
+    assert [(r.model, r.cost, r.status) for r in records] == [
+        ("mj-imagine", -IMAGINE_FAST, "refunded"), ("mj-imagine", IMAGINE_FAST, "ok")]
+    assert records[0].request_id == records[1].request_id + "-refund"
+    key_row = gw.store.list_keys(user)[0]
+    assert (key_row.used_fee, key_row.held) == (0, 0)
 
 
 @pytest.mark.parametrize("prompt, status, error_type", [

@@ -188,11 +188,12 @@ def test_a_task_silent_past_the_stale_bound_is_failed_at_query_time_and_refunded
         task = query(gw, key, task_id)
         assert (task["status"], task["failReason"]) == ("FAILURE", service.STALE_REASON)
         assert task["finishTime"]
-        assert gw.balance(user) == 1_000_000  # released
+        assert gw.balance(user) == 1_000_000  # refunded
         fake_mj.progress(up, "SUCCESS")  # the upstream wakes up: too late, nothing moves
         assert query(gw, key, task_id)["status"] == "FAILURE"
         assert gw.balance(user) == 1_000_000
-        assert [(r.model, r.cost, r.status) for r in gw.store.list_usage(user).records] == [("mj-imagine", 0, "error")]
+        assert [(r.model, r.cost, r.status) for r in gw.store.list_usage(user).records] == [
+            ("mj-imagine", -IMAGINE_FAST, "refunded"), ("mj-imagine", IMAGINE_FAST, "ok")]
 
 
 def test_a_task_with_news_is_not_stale(gateway, fake_mj, tmp_path):

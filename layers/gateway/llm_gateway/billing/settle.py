@@ -65,6 +65,27 @@ def charge(ticket: Ticket, usage: Usage | None, status: str = "ok") -> UsageReco
     )
 
 
+def refund(ticket: Ticket, usage: Usage, status: str = "refunded") -> UsageRecord:
+    """The record that gives back what `ticket` was charged for `usage` (an asynchronous task that
+    failed after it was charged on acceptance): the same cost, negative, under a request id of its
+    own, so the store's request-id guard applies it exactly once too."""
+    cost = cost_micros(ticket.prices, usage, ticket.multiplier)
+    return UsageRecord(
+        request_id=f"{ticket.request_id}-refund",
+        user_id=ticket.user_id,
+        key_id=ticket.key_id,
+        model=ticket.model,
+        route=ticket.route,
+        created_at=time.time(),
+        units=usage.units(),
+        cost=-cost,
+        reserved=0,
+        status=status,
+        channel=ticket.channel,
+        attempts=ticket.attempts,
+    )
+
+
 def write(store: Store, record: UsageRecord, parking: Parking | None = None) -> UsageRecord:
     """Write a settlement, retried: the record's request id makes a repeat harmless. Blocking (its
     retries sleep), so async callers run it on a thread; run through a store's `attempt`, a failed

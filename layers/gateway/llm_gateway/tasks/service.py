@@ -1,11 +1,12 @@
 """The task lifecycle over the store: submission, queries, callbacks, and what follows a step forward.
 
 Money: a submission is admitted like any call (permission and rate limit of the model `midjourney`,
-funds for the action's `per_request` price in the chosen pool, from its `mj-*` model) and its
-reservation is stored with the task (billing's Ticket as a dict). It is settled exactly once, by
-whichever process makes the write that moves the task to a final status: charged on SUCCESS,
-released on FAILURE; a submission the upstream refuses is released at once. The usage record's
-request id (the submitting request's) makes any repeat harmless.
+funds for the action's `per_request` price in the chosen pool, from its `mj-*` model). It is
+charged when the upstream accepts the task (API.md 5.2), and the reservation (billing's Ticket as a
+dict) is stored with the task: if the task ends in FAILURE, whichever process makes the write that
+moves it there refunds the charge, exactly once. A submission the upstream refuses is released at
+once. The usage records' request ids (the submitting request's, and that id with `-refund`) make
+any repeat harmless.
 
 Every status update is one conditional write in the store (`advance_task`) that applies only if it
 moves the task forward; the process whose write applied does what follows it (settlement, the stored
@@ -27,7 +28,7 @@ from .. import logs
 from ..admission.gate import require_kind
 from ..admission.keys import Caller
 from ..billing.reservation import Ticket
-from ..billing.settle import settle
+from ..billing.settle import refund, settle, write
 from ..billing.usage import Usage
 from ..catalog import Prices
 from ..errors import GatewayError, UpstreamError, invalid
@@ -46,10 +47,10 @@ ACCEPTED = (1, 21, 22)
 QUEUE_FULL = 23
 BANNED = 24
 # A task with no news from its upstream (no step forward) for this long is failed and its
-# reservation released (`expire`): a lost callback and an upstream that forgot the task would
-# otherwise hold the money for ever. Midjourney finishes a job in minutes.
+# charge refunded (`expire`): a lost callback and an upstream that forgot the task would
+# otherwise keep the money for ever. Midjourney finishes a job in minutes.
 STALE_SECONDS = 3600.0
-STALE_REASON = "No news of the task from its upstream for too long; its reservation is released."
+STALE_REASON = "No news of the task from its upstream for too long; its charge is refunded."
 
 
 @dataclass
@@ -160,6 +161,9 @@ async def submit(request: Request, rt: Runtime, who: Caller, sub: Submission) ->
     except BaseException:
         await settle_off_loop(rt, ticket, None, "error")
         raise
+    record = await settle_off_loop(rt, ticket, Usage(pool=sub.pool), "ok")  # accepted: charged now
+    if record is not None:
+        ctx.cost = record.cost
     if sub.webhook:
         state(request).webhooks.send(task_id, sub.webhook, lifecycle.public(task, base_url(request)))
     return task_id
@@ -205,12 +209,9 @@ async def _apply(ts: TaskState, base: str, rt: Runtime, task: TaskRecord, upstre
 
 
 async def _after(ts: TaskState, base: str, rt: Runtime, task: TaskRecord) -> None:
-    if task.final:
-        ticket = Ticket.from_dict(task.ticket)
-        if task.status == "SUCCESS":
-            await settle_off_loop(rt, ticket, Usage(pool=task.pool), "ok")
-        else:
-            await settle_off_loop(rt, ticket, None, "error")
+    if task.status == "FAILURE":  # charged on acceptance: given back, once (this write was the one)
+        given_back = refund(Ticket.from_dict(task.ticket), Usage(pool=task.pool))
+        await rt.blocking.finish(write, rt.store, given_back, rt.parking)
     if task.status == "SUCCESS" and task.image_dc_url and not task.file_id:
         task.file_id = await store_image(ts, rt, task)
     if task.webhook_url:
@@ -253,7 +254,7 @@ async def refresh(request: Request, rt: Runtime, task: TaskRecord) -> TaskRecord
 
 async def expire(ts: TaskState, base: str, rt: Runtime, task: TaskRecord) -> TaskRecord:
     """Fail `task` if it is not final and has had no step forward for `stale_seconds`: through the
-    same conditional write as any update, so its reservation is released exactly once, and a
+    same conditional write as any update, so its charge is refunded exactly once, and a
     callback that lands first wins."""
     if task.final or time.time() - task.updated_at < ts.stale_seconds:
         return task
