@@ -6,7 +6,8 @@ process (key, user and catalog cached); then warm requests, streaming and not, a
 one. Prints one JSON object.
 
 Target: at most 2 writing calls per warm request (admission with its reservation; settlement with
-its usage record) and no reads beyond the cached key and user.
+its usage record) and no reads beyond the cached key and user. And a Midjourney `query` of a task that
+is final costs at most one store read (the task itself; nothing is fetched upstream or written).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ async def _measure() -> dict:
     from llm_gateway.config import Settings
     from llm_gateway.http.app import create_app
     from llm_gateway.runtime import Runtime
+    from llm_gateway.store.base import TaskRecord
     from llm_gateway.store.dynamodb import DynamoDBStore
 
     store = DynamoDBStore("bench")
@@ -72,7 +74,11 @@ async def _measure() -> dict:
     accounts.create_user(store, "bench", balance=10_000_000)
     _, key = accounts.issue_key(store, "bench")
     store.set_model_override("bench-model", {"provider": "mock", "input": "1", "output": "2"})
-    app = create_app(families=["chat"], runtime=runtime)
+    app = create_app(families=["chat", "tasks"], runtime=runtime)
+    done = TaskRecord(task_id=store.next_task_id(), user_id="bench", key_id="key_bench", action="IMAGINE",
+                      status="SUCCESS", progress=100, prompt="a final task", submit_time=1.0, updated_at=2.0,
+                      finish_time=2.0, provider="mock", upstream_id="up-1")
+    store.create_task(done)
     headers = {"Authorization": f"Bearer {key}"}
     body = {"model": "bench-model", "messages": [{"role": "user", "content": "count the round trips"}]}
     per_request: dict[str, list[dict]] = {"non_streaming": [], "streaming": []}
@@ -85,6 +91,13 @@ async def _measure() -> dict:
                 r = await client.post("/v1/chat/completions", json={**body, "stream": stream}, headers=headers)
                 assert r.status_code == 200, r.text
                 per_request[mode].append({"store": dict(counting.calls), "dynamodb": dict(api_calls)})
+        task_queries = []
+        for _ in range(WARM_REQUESTS):
+            counting.calls.clear()
+            api_calls.clear()
+            r = await client.post("/api/v1/ai/draw/mj/query", json={"taskId": done.task_id}, headers=headers)
+            assert r.status_code == 200 and r.json()["data"]["status"] == "SUCCESS", r.text
+            task_queries.append({"store": dict(counting.calls), "dynamodb": dict(api_calls)})
     summary = {}
     for mode, samples in per_request.items():
         writes = [sum(n for m, n in s["store"].items() if m in WRITES) for s in samples]
@@ -97,6 +110,14 @@ async def _measure() -> dict:
             "example": samples[-1],
             "within_target": max(writes) <= 2 and max(reads) == 0,
         }
+    reads = [sum(n for m, n in s["store"].items() if m not in WRITES) for s in task_queries]
+    api_reads = [sum(n for m, n in s["dynamodb"].items() if m not in DYNAMODB_WRITES) for s in task_queries]
+    writes = [sum(n for m, n in s["dynamodb"].items() if m in DYNAMODB_WRITES) for s in task_queries]
+    summary["final_task_query"] = {
+        "store_reads_max": max(reads), "dynamodb_read_calls_max": max(api_reads),
+        "dynamodb_write_calls_max": max(writes), "example": task_queries[-1],
+        "within_target": max(reads) <= 1 and max(api_reads) <= 1 and max(writes) == 0,
+    }
     return {"warm_requests_per_mode": WARM_REQUESTS, "cache_ttl_s": 5.0, **summary}
 
 

@@ -180,8 +180,8 @@ FINAL_RANK = 3
 @dataclass
 class TaskRecord:
     """One asynchronous task as the store keeps it: the caller's view (Task JSON) is made from it by
-    llm_gateway.tasks. `ticket` is the reservation made at submission (billing's Ticket as a dict),
-    settled once, by whichever process sees the task reach a final status."""
+    llm_gateway.tasks. `ticket` is the reservation made at submission (billing's Ticket as a dict):
+    charged on acceptance, refunded once by whichever process sees the task reach FAILURE."""
 
     task_id: int
     user_id: str
