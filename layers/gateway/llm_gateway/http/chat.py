@@ -22,7 +22,7 @@ from ..relay.plans import plan_for
 from ..runtime import Runtime
 from ..translate.legacy import serialized_chat
 from .body import FormFields, field, loose_bool, loose_float, loose_int, parse_body
-from .deps import caller, runtime
+from .deps import authorized, caller, runtime
 from .shapes import ChatRequest, CompletionsRequest, check
 
 router = APIRouter()
@@ -38,9 +38,8 @@ def chat_input_tokens(spec: ModelSpec, body: dict[str, Any]) -> int:
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(
-    request: Request, who: Caller = Depends(caller), rt: Runtime = Depends(runtime)
-) -> Response:
+async def chat_completions(request: Request) -> Response:
+    rt, who = await authorized(request)
     body = await parse_body(request, rt.settings.max_body_bytes, forms=False)
     return await serve_chat(request, rt, who, body, route="chat")
 

@@ -22,7 +22,7 @@ from ..relay.translated import default_max_tokens
 from ..runtime import Runtime
 from ..translate.legacy import complete_to_messages, serialized_messages
 from .body import parse_body
-from .deps import caller, runtime
+from .deps import authorized, caller, runtime
 from .responses import JSON
 from .shapes import CompleteRequest, CountTokensRequest, MessagesRequest, check
 
@@ -72,7 +72,8 @@ async def _serve_messages(
 
 
 @router.post("/v1/messages")
-async def messages(request: Request, who: Caller = Depends(caller), rt: Runtime = Depends(runtime)) -> Response:
+async def messages(request: Request) -> Response:
+    rt, who = await authorized(request)
     body = await parse_body(request, rt.settings.max_body_bytes, forms=False)
     model, stream = validate_messages(body)
     spec = rt.gate.model_for(who, model)
