@@ -97,6 +97,31 @@ def test_claude_on_bedrock_goes_through_invoke_model_on_both_api_shapes(gw, fake
 
 
 @pytest.mark.parametrize("stream", [False, True])
+def test_the_responses_api_serves_claude_on_bedrock(gw, fake_bedrock, stream):
+    """/v1/responses for a Claude model on Bedrock: translated to Messages, sent as InvokeModel."""
+    import openai
+
+    model = gw.model(provider="anthropic", input="3", output="15")
+    _bedrock_channel(gw, fake_bedrock, model, PROFILE)
+    user = gw.user(balance="5")
+    client = openai.OpenAI(base_url=gw.base_url, api_key=gw.key(user), max_retries=0)
+    if stream:
+        with client.responses.stream(model=model, input="hi", max_output_tokens=64) as events:
+            for _ in events:
+                pass
+            answer = events.get_final_response()
+    else:
+        answer = client.responses.create(model=model, input="hi", max_output_tokens=64)
+    assert answer.output_text == "Hello from fake Bedrock" and answer.status == "completed"
+    [seen] = fake_bedrock.requests_for(PROFILE)[-1:]
+    assert seen.operation == ("invoke-with-response-stream" if stream else "invoke")
+    assert seen.body["messages"][0]["role"] == "user" and seen.body["max_tokens"] == 64
+    [record] = gw.store.list_usage(user).records
+    assert record.cost > 0 and gw.balance(user) == to_micros("5") - record.cost
+    fake_bedrock.received.clear()
+
+
+@pytest.mark.parametrize("stream", [False, True])
 def test_another_bedrock_model_goes_through_converse(gw, fake_bedrock, stream):
     model = gw.model(provider="bedrock", wire="openai", input="1", output="4")
     _bedrock_channel(gw, fake_bedrock, model, "amazon.nova-pro-v1:0")
