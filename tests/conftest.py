@@ -120,7 +120,8 @@ def extra_gateway(template: Gateway, db: Path | None = None, **settings: Any) ->
 # DynamoDB (moto on 127.0.0.1). test_management_keys stays on SQLite: its per-second rate-limit bursts
 # must fit inside one second, which moto's one-request-at-a-time server cannot promise.
 BOTH_STORES = {"test_chat_openai_sdk", "test_admission", "test_bad_requests", "test_upstream_failures", "test_hardening", "test_fuzz",
-               "test_http_surface", "test_management_lifecycle", "test_management_account", "test_search", "test_midjourney"}
+               "test_http_surface", "test_management_lifecycle", "test_management_account", "test_search", "test_midjourney",
+               "test_ratelimit_headers"}
 
 
 def pytest_generate_tests(metafunc):

@@ -86,6 +86,7 @@ class Gate:
             input_tokens=input_tokens,
             reserved=reserve,
             multiplier=multiplier,
+            rate=result.rate,
         )
 
     def _short_of_funds(self, caller: Caller, spec: ModelSpec, reserve: int, expected: Usage,

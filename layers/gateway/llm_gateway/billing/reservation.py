@@ -33,10 +33,12 @@ class Ticket:
     settled: bool = False
     channel: str = ""  # the channel that answered (API.md 7), set by the relay
     attempts: int = 1  # upstream calls made for this request, over every channel tried
+    rate: Any = None  # the admission's tightest rate-limit window (store.base.RateState); not persisted
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["multiplier"] = str(self.multiplier)
+        out.pop("rate", None)
         return out
 
     @classmethod

@@ -122,7 +122,8 @@ def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = 
         allow_origins=list(rt.settings.cors_origins),
         allow_methods=["*"],
         allow_headers=["*"],
-        expose_headers=["x-request-id", "x-gateway-overhead-ms", "x-gateway-cache", "retry-after"],
+        expose_headers=["x-request-id", "x-gateway-overhead-ms", "x-gateway-cache", "retry-after",
+                        "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"],
         max_age=600,
     )
     if metrics is not None:

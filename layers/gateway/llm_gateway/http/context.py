@@ -24,6 +24,7 @@ class RequestContext:
     cost: int | None = None  # micros charged
     status_detail: str | None = None  # why a call failed (an error kind or exception name)
     stream_status: str | None = None  # how a stream ended: ok, upstream_error, client_closed
+    rate: Any = None  # the admitted call's tightest rate-limit window (x-ratelimit-* headers)
     channel: str | None = None  # the upstream channel that answered, or was tried last (API.md 7)
     attempts: int | None = None  # upstream calls made, over every channel tried
 

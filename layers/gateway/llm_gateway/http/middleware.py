@@ -56,6 +56,8 @@ class GatewayMiddleware:
                     # wait that serve_call recorded (for a stream, until its first event)
                     overhead = (time.perf_counter() - start - ctx.upstream_s) * 1000
                     headers.append((b"x-gateway-overhead-ms", f"{max(overhead, 0.0):.3f}".encode()))
+                    if ctx.rate is not None:
+                        headers += rate_headers(ctx.rate)
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -100,6 +102,23 @@ class GatewayMiddleware:
                 route = scope.get("route")  # the matched route's template keeps the labels few
                 self.metrics.observe(scope.get("method") or "", getattr(route, "path", "unmatched"),
                                      status_box[0] or 499, time.perf_counter() - start, ctx, model_call)
+
+
+def rate_headers(rate: Any) -> list[tuple[bytes, bytes]]:
+    """OpenAI's request-rate headers for the admitted call's tightest window: its limit, the hits
+    left (where the store knows them) and the time until it closes, as a Go duration ("1m0s")."""
+    out = [(b"x-ratelimit-limit-requests", str(rate.limit).encode())]
+    if rate.remaining is not None:
+        out.append((b"x-ratelimit-remaining-requests", str(max(rate.remaining, 0)).encode()))
+    out.append((b"x-ratelimit-reset-requests", _duration(max(rate.reset_at - time.time(), 0.0)).encode()))
+    return out
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{round(seconds, 3):g}s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest}s"
 
 
 def lambda_fields(scope: Scope) -> dict[str, Any]:

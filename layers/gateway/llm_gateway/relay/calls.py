@@ -259,6 +259,7 @@ async def _admitted(
         expected=expected, request_id=ctx.request_id, route=route,
         undo=partial(settle, rt.store, usage=None, status="error"),
     )
+    ctx.rate = ticket.rate
     return ctx, channels, ticket
 
 

@@ -68,12 +68,31 @@ class Counter:
     window: float = 60.0
 
 
+@dataclass(frozen=True, slots=True)
+class RateState:
+    """Where an admitted request left its tightest rate-limit window (the one with the fewest hits
+    left): what the `x-ratelimit-*-requests` headers say. `remaining` is None where the store cannot
+    tell without another read (DynamoDB, adding to a window this request did not open)."""
+
+    limit: int
+    remaining: int | None
+    reset_at: float  # when the window closes (epoch seconds)
+
+
+def tightest(states: list[RateState]) -> RateState | None:
+    known = [s for s in states if s.remaining is not None]
+    if known:
+        return min(known, key=lambda s: (s.remaining, s.reset_at))
+    return min(states, key=lambda s: s.limit) if states else None
+
+
 @dataclass(frozen=True)
 class Admission:
     ok: bool
     refused: str | None = None  # "rate" | "funds_user" | "funds_key"
     retry_after: int = 0  # whole seconds until the refusing window closes
     counter_id: str | None = None
+    rate: RateState | None = None  # admitted: its tightest window
 
 
 @dataclass

@@ -60,6 +60,7 @@ from .base import (
     Key,
     KeyCapReached,
     NotFound,
+    RateState,
     StoreBusy,
     StoredResponse,
     StoreError,
@@ -72,6 +73,7 @@ from .base import (
     check_fields,
     check_usage_group,
     summary_of,
+    tightest,
     utc_day,
 )
 from .cursor import UsageQuery
@@ -320,10 +322,15 @@ class DynamoDBStore:
                 return Admission(True)
             reasons = self._transact(items)
             if reasons is None:
+                states = []
                 for counter, opens in zip(counters, opening, strict=True):
                     if opens:
                         self._windows[counter.counter_id] = now
-                return Admission(True)
+                    # hits left are known only in a window this request opened (no read-back)
+                    start = self._windows.get(counter.counter_id, now)
+                    states.append(RateState(counter.limit, counter.limit - 1 if opens else None,
+                                            start + counter.window))
+                return Admission(True, rate=tightest(states))
             # Rate before funds, as the contract orders them; a wrong guess about a window is retried.
             for i, counter in enumerate(counters):
                 if not _failed(reasons[i]):

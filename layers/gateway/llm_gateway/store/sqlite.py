@@ -36,6 +36,7 @@ from .base import (
     Key,
     KeyCapReached,
     NotFound,
+    RateState,
     StoreBusy,
     StoredResponse,
     TaskRecord,
@@ -48,6 +49,7 @@ from .base import (
     check_fields,
     check_usage_group,
     summary_of,
+    tightest,
 )
 from .cursor import UsageQuery
 
@@ -369,6 +371,7 @@ class SQLiteStore:
     ) -> Admission:
         """Each step writes optimistically and checks what it wrote; a refusal rolls the whole
         transaction back, so a refused request neither counts against a limit nor holds money."""
+        states = []
         try:
             with self._tx() as c:
                 for counter in counters:
@@ -376,6 +379,7 @@ class SQLiteStore:
                     if hits > counter.limit:
                         retry = max(1, math.ceil(start + counter.window - now))
                         raise _Refused(Admission(False, "rate", retry, counter.counter_id))
+                    states.append(RateState(counter.limit, counter.limit - hits, start + counter.window))
                 if reserve > 0:
                     taken = c.execute(
                         "UPDATE users SET balance = balance - ? WHERE user_id = ? AND balance >= ?",
@@ -393,7 +397,7 @@ class SQLiteStore:
                             raise _Refused(Admission(False, "funds_key"))
         except _Refused as refused:
             return refused.admission
-        return Admission(True)
+        return Admission(True, rate=tightest(states))
 
     def settle(self, record: UsageRecord) -> bool:
         r = record
