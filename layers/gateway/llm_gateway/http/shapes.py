@@ -46,7 +46,7 @@ _JSON_TYPES: dict[str, Any] = {
 class _Shape(BaseModel):
     """Unknown fields are allowed (and forwarded by the routes); known ones have their API's type."""
 
-    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False, defer_build=True)
 
 
 def one_of(message: str, **alternatives: Any) -> Any:
