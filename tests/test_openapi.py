@@ -12,7 +12,7 @@ import schemathesis
 from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, given, settings
 
-from llm_gateway.http.apidocs import openapi_schema
+from llm_gateway.http.openapi import openapi_schema
 from llm_gateway.http.app import FAMILIES
 
 SCHEMA = openapi_schema()
@@ -104,7 +104,7 @@ UNDESCRIBED = {("get", "/console"), ("get", "/console/{asset}"), ("get", "/api/v
 
 
 def test_every_api_operation_has_its_shapes_described():
-    """A new route must get its request and answer into apidocs' table (or be named above)."""
+    """A new route must get its request and answer into http/openapi.py's table (or be named above)."""
     for path, operations in SCHEMA["paths"].items():
         for method, op in operations.items():
             if (method, path) in UNDESCRIBED:
