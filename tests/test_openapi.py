@@ -12,8 +12,8 @@ import schemathesis
 from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, given, settings
 
-from llm_gateway.http.openapi import openapi_schema
 from llm_gateway.http.app import FAMILIES
+from llm_gateway.http.openapi import openapi_schema
 
 SCHEMA = openapi_schema()
 FUZZED = schemathesis.openapi.from_dict(SCHEMA)
