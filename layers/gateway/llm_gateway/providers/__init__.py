@@ -3,7 +3,8 @@
 A provider maps operations ("chat", "messages", "embeddings", ...) to its own wire: URL, auth and
 stream format. Adding one is its module plus one `register` line below; the catalog names it, and
 its default wire format says which plans serve it (a catalog entry may override the wire).
-Providers are created once per process and reused (pooled connections).
+Providers are created once per process and reused (pooled connections: `pool`); streamed answers
+are read as server-sent events by `sse`.
 """
 
 from __future__ import annotations
