@@ -63,6 +63,22 @@ def test_cors_origins_setting_narrows_the_allowed_origins(gateway):
         assert bad.status_code == 400 and "access-control-allow-origin" not in bad.headers
 
 
+def test_simple_requests_carry_cors_headers_for_browsers_and_vary_on_origin_for_everyone(gateway):
+    """A browser's request (with Origin) is answered with the allowed origin and the exposed headers;
+    one without Origin gets only `Vary: Origin`, so a cache never hands it to a browser as is."""
+    key = gateway.key()
+    body = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}
+    auth = {"Authorization": f"Bearer {key}"}
+    browser = httpx.post(gateway.base_url + "/chat/completions", json=body,
+                         headers={**auth, "Origin": "https://app.example"}, timeout=30)
+    plain = httpx.post(gateway.base_url + "/chat/completions", json=body, headers=auth, timeout=30)
+    assert browser.status_code == plain.status_code == 200
+    assert browser.headers["access-control-allow-origin"] == "*"
+    assert "x-ratelimit-remaining-requests" in browser.headers["access-control-expose-headers"]
+    assert "access-control-allow-origin" not in plain.headers
+    assert plain.headers["vary"] == "Origin" and "access-control-expose-headers" not in plain.headers
+
+
 def _wait_for_lines(handler: _Capture, request_id: str, done, within: float = 5.0) -> list[dict]:
     """The parsed log lines of `request_id`, once `done(lines)` holds or `within` seconds have passed."""
     import json

@@ -47,6 +47,28 @@ _NO_TELEMETRY: dict[str, Any] = (
 )
 
 
+class _CORS(CORSMiddleware):
+    """Starlette's CORS, with its answers unchanged, but a request that names no Origin (every SDK
+    and server client) skips the per-request header parsing: its answer only gets `Vary: Origin`
+    (measured: Starlette's full path for every request was 3% of a chat call's instructions)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or any(name == b"origin" for name, _ in scope["headers"]):
+            await super().__call__(scope, receive, send)
+            return
+
+        async def vary(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                varies = [v.decode("latin-1") for k, v in headers if k.lower() == b"vary"]
+                headers = [(k, v) for k, v in headers if k.lower() != b"vary"]
+                headers.append((b"vary", ", ".join([*varies, "Origin"]).encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, vary)
+
+
 def _available(names: Iterable[str]) -> list[str]:
     out = []
     for name in names:
@@ -118,7 +140,7 @@ def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = 
         return error_response(GatewayError("invalid_request", message, param=loc), family)
 
     app.add_middleware(
-        CORSMiddleware,
+        _CORS,
         allow_origins=list(rt.settings.cors_origins),
         allow_methods=["*"],
         allow_headers=["*"],
