@@ -819,17 +819,20 @@ class _Throttled:
         self.meta = client.meta
 
     def __getattr__(self, name: str) -> Any:
+        from botocore.exceptions import ClientError
+
         method = getattr(self._client, name)
         if not callable(method):
             return method
+        if name == "transact_write_items":  # transactions retry, then raise StoreBusy, in `_transact`
+            setattr(self, name, method)
+            return method
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            from botocore.exceptions import ClientError
-
             try:
                 return method(*args, **kwargs)
             except ClientError as exc:
-                if name != "transact_write_items" and exc.response.get("Error", {}).get("Code") in _THROTTLED:
+                if exc.response.get("Error", {}).get("Code") in _THROTTLED:
                     raise StoreBusy(f"DynamoDB throttled {name}") from exc
                 raise
 
