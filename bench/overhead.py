@@ -72,7 +72,7 @@ def start_upstream(port: int, fake: str = "openai_upstream.FakeOpenAI") -> subpr
 
 def start_gateway(
     port: int, upstream_port: int, workdir: str, model: str,
-    extra_env: dict[str, str] | None = None, extra_models: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None, extra_models: tuple[str, ...] = (), workers: int = 1,
 ) -> tuple[subprocess.Popen, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_", "GATEWAY_"))}
     env.update({
@@ -85,7 +85,7 @@ def start_gateway(
         **(extra_env or {}),
     })
     cli = [sys.executable, "-m", "llm_gateway.cli"]
-    proc = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env, cwd=workdir,
+    proc = subprocess.Popen([*cli, "serve", "--port", str(port), "--workers", str(workers)], env=env, cwd=workdir,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     banner = json.loads(proc.stdout.readline())
     subprocess.run([*cli, "users", "topup", "admin", "1000"], env=env, cwd=workdir, check=True,

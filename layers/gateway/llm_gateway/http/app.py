@@ -18,6 +18,7 @@ from .. import logs
 from ..errors import GatewayError, Kind
 from ..metrics import Metrics
 from ..runtime import Runtime
+from .direct import DirectRoutes, direct_routes, gateway_error
 from .family import family_for_path
 from .middleware import GatewayMiddleware
 from .responses import error_response
@@ -115,12 +116,15 @@ def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = 
     from .health import router as health_router
 
     app.include_router(health_router)
+    hot: dict[str, Any] = {}
     for name in names:
-        app.include_router(importlib.import_module(FAMILIES[name]).router)
+        router = importlib.import_module(FAMILIES[name]).router
+        app.include_router(router)
+        hot.update(direct_routes(router))
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError):
-        return error_response(exc, family_for_path(request.url.path))
+        return gateway_error(request.url.path, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -139,6 +143,7 @@ def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = 
         message = f"{loc}: {said}" if family == "anthropic" else f"Invalid value for '{loc}': {said}."
         return error_response(GatewayError("invalid_request", message, param=loc), family)
 
+    app.add_middleware(DirectRoutes, routes=hot)  # inside CORS: its answers get CORS headers too
     app.add_middleware(
         _CORS,
         allow_origins=list(rt.settings.cors_origins),

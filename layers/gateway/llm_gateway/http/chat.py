@@ -23,6 +23,7 @@ from ..runtime import Runtime
 from ..translate.legacy import serialized_chat
 from .body import FormFields, field, loose_bool, loose_float, loose_int, parse_body
 from .deps import authorized, caller, runtime
+from .direct import direct
 from .shapes import ChatRequest, CompletionsRequest, check
 
 router = APIRouter()
@@ -38,6 +39,7 @@ def chat_input_tokens(spec: ModelSpec, body: dict[str, Any]) -> int:
 
 
 @router.post("/v1/chat/completions")
+@direct
 async def chat_completions(request: Request) -> Response:
     rt, who = await authorized(request)
     body = await parse_body(request, rt.settings.max_body_bytes, forms=False)

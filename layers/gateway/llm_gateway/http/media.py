@@ -24,7 +24,8 @@ from ..relay.calls import serve_bytes, serve_call
 from ..relay.passthrough import AudioPlan, JSONPlan, renamed
 from ..runtime import Runtime
 from .body import FormFields, loose_float, loose_int, parse_body
-from .deps import caller, runtime
+from .deps import authorized, caller, runtime
+from .direct import direct
 from .shapes import EmbeddingsRequest, ImagesRequest, SpeechRequest, check
 from .tts import router as tts_router
 
@@ -50,7 +51,9 @@ def _embedding_tokens(spec: ModelSpec, value: Any) -> int:
 
 
 @router.post("/v1/embeddings")
-async def embeddings(request: Request, who: Caller = Depends(caller), rt: Runtime = Depends(runtime)) -> Response:
+@direct
+async def embeddings(request: Request) -> Response:
+    rt, who = await authorized(request)
     body = await parse_body(request, rt.settings.max_body_bytes, forms=False)
     check(EmbeddingsRequest, body)
     spec = rt.gate.model_for(who, body["model"])

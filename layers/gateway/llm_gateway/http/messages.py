@@ -23,6 +23,7 @@ from ..runtime import Runtime
 from ..translate.legacy import complete_to_messages, serialized_messages
 from .body import parse_body
 from .deps import authorized, caller, runtime
+from .direct import direct
 from .responses import JSON
 from .shapes import CompleteRequest, CountTokensRequest, MessagesRequest, check
 
@@ -72,6 +73,7 @@ async def _serve_messages(
 
 
 @router.post("/v1/messages")
+@direct
 async def messages(request: Request) -> Response:
     rt, who = await authorized(request)
     body = await parse_body(request, rt.settings.max_body_bytes, forms=False)

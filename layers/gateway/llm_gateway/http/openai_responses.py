@@ -34,7 +34,8 @@ from ..runtime import Runtime
 from ..store.base import StoredResponse
 from ..translate.responses_claude import response_input, response_shell, responses_to_chat
 from .body import parse_body
-from .deps import caller, runtime
+from .deps import authorized, caller, runtime
+from .direct import direct
 from .responses import JSON
 from .shapes import ResponsesRequest, check
 
@@ -42,8 +43,9 @@ router = APIRouter()
 
 
 @router.post("/v1/responses")
-async def create_response(request: Request, who: Caller = Depends(caller), rt: Runtime = Depends(runtime)
-                          ) -> Response:
+@direct
+async def create_response(request: Request) -> Response:
+    rt, who = await authorized(request)
     body = await parse_body(request, rt.settings.max_body_bytes, forms=False)
     check(ResponsesRequest, body)
     stream = bool(body.get("stream"))
