@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -38,11 +38,16 @@ class Blocking:
     thread hop (`threads=0`).
     """
 
-    def __init__(self, threads: int, attempt: Callable[..., Any] | None = None) -> None:
+    def __init__(self, threads: int, attempt: Callable[..., Any] | None = None,
+                 group: Callable[[list[Callable[[], Any]]], list[tuple[str, Any]]] | None = None) -> None:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="store") if threads > 0 else None
         # A store that can tell a call that would wait (SQLite's lock) runs the others right here:
         # handing a 50 µs call to a thread costs several times that in GIL hand-offs.
         self._attempt = attempt
+        # A store that can commit several calls at once (SQLite) gets the writes of one turn of the
+        # loop together (`finish`): one commit for the admissions and settlements that arrive together.
+        self._group = group if attempt is not None else None
+        self._queued: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
 
     async def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         if self._pool is None:
@@ -59,25 +64,72 @@ class Blocking:
         """As a call, but one that completes even when the awaiting task is cancelled (a client that
         left mid-stream must still be charged): the work runs to its end; only the wait is given up.
         `undo`, if given, then runs on the work's result in its thread (a reservation nobody will
-        settle is released)."""
+        settle is released). On a store with group commit the call waits for the end of this turn of
+        the loop and commits with the other writes made in it (admissions and settlements)."""
         if self._pool is None:
             return fn(*args, **kwargs)
-        if self._attempt is not None:
-            try:
-                return self._attempt(fn, *args, **kwargs)
-            except WouldWait:
-                pass
-        work: Future[T] = self._pool.submit(fn, *args, **kwargs)
+        if self._group is not None:
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[T] = loop.create_future()
+            if not self._queued:  # the first of this turn: commit them all once the turn's callbacks ran
+                loop.call_soon(self._commit_queued)
+            self._queued.append((partial(fn, *args, **kwargs), done))
+        else:
+            if self._attempt is not None:
+                try:
+                    return self._attempt(fn, *args, **kwargs)
+                except WouldWait:
+                    pass
+            done = asyncio.wrap_future(self._pool.submit(fn, *args, **kwargs))
         try:
-            return await asyncio.shield(asyncio.wrap_future(work))
+            return await asyncio.shield(done)
         except asyncio.CancelledError:
             if undo is not None:
-                work.add_done_callback(lambda done: done.exception() is None and undo(done.result()))
+                pool = self._pool
+                done.add_done_callback(lambda d: d.exception() is None and pool.submit(undo, d.result()))
             raise
+
+    def _commit_queued(self) -> None:
+        """The writes queued in this turn of the loop, in one store transaction (one call alone as
+        before: here unless it would wait); any the store could not do now, each on a thread."""
+        queued, self._queued = self._queued, []
+        assert self._group is not None and self._attempt is not None and self._pool is not None
+        outcomes: list[tuple[str, Any]]
+        if len(queued) == 1:
+            try:
+                outcomes = [("ok", self._attempt(queued[0][0]))]
+            except WouldWait:
+                outcomes = [("again", None)]
+            except Exception as exc:  # noqa: BLE001 - delivered to the caller
+                outcomes = [("error", exc)]
+        else:
+            try:
+                outcomes = self._group([call for call, _ in queued])
+            except Exception:  # noqa: BLE001 - the lock was taken or the commit failed: nothing was done
+                outcomes = [("again", None)] * len(queued)
+            except WouldWait:
+                outcomes = [("again", None)] * len(queued)
+        for (call, done), (outcome, value) in zip(queued, outcomes, strict=True):
+            if outcome == "ok":
+                done.set_result(value)
+            elif outcome == "error":
+                done.set_exception(value)
+            else:
+                asyncio.wrap_future(self._pool.submit(call)).add_done_callback(partial(_deliver, done))
 
     def shutdown(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+
+def _deliver(done: asyncio.Future[Any], source: asyncio.Future[Any]) -> None:
+    """Give `done` the outcome of `source`."""
+    if source.cancelled():
+        done.cancel()
+    elif source.exception() is not None:
+        done.set_exception(source.exception())  # type: ignore[arg-type]
+    else:
+        done.set_result(source.result())
 
 
 def default_store_threads() -> int:
@@ -116,7 +168,7 @@ class Runtime:
             gate=Gate(store, catalogs),
             providers=providers,
             router=Router(providers, cooldown=settings.channel_cooldown, max_attempts=settings.max_attempts),
-            blocking=Blocking(default_store_threads(), getattr(store, "attempt", None)),
+            blocking=Blocking(default_store_threads(), getattr(store, "attempt", None), getattr(store, "group", None)),
             parking=Parking(store, settings.settlement_queue_url),
         )
 
