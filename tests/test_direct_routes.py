@@ -13,7 +13,6 @@ import pytest
 from llm_gateway.admission.keys import hash_key
 from llm_gateway.config import Settings
 from llm_gateway.http.app import create_app
-from llm_gateway.http.direct import DirectRoutes
 from llm_gateway.runtime import Runtime
 from llm_gateway.store import open_store
 from tests.fakes.server import ServerThread
@@ -74,10 +73,9 @@ def _server(gateway, *, direct: bool) -> Iterator[str]:
     runtime = Runtime.build(Settings(store_url=settings.store_url, env=settings.env, upstream_timeout=5.0),
                             open_store(settings.store_url))
     app = create_app(runtime=runtime)
-    layer = next(m for m in app.user_middleware if m.cls is DirectRoutes)
-    assert sorted(layer.kwargs["routes"]) == sorted(ROUTES)
+    assert sorted(app.direct_paths) == sorted(ROUTES)
     if not direct:
-        layer.kwargs["routes"].clear()  # every route through the full stack
+        app.direct_paths = frozenset()  # every route through the full stack
     server = ServerThread(app).start()
     try:
         yield server.url

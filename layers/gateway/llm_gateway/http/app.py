@@ -70,6 +70,20 @@ class _CORS(CORSMiddleware):
         await self.app(scope, receive, vary)
 
 
+class _App(FastAPI):
+    """FastAPI, with a POST to a `@direct` route sent past the framework's layers (http/direct.py)."""
+
+    direct_paths: frozenset[str] = frozenset()
+    direct_stack: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] in self.direct_paths and scope["method"] == "POST":
+            scope["app"] = self  # as Starlette sets it: handlers read the runtime from app.state
+            await self.direct_stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def _available(names: Iterable[str]) -> list[str]:
     out = []
     for name in names:
@@ -106,7 +120,7 @@ def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = 
             chore.cancel()
         await rt.providers.aclose()
 
-    app = FastAPI(
+    app = _App(
         title="llm-gateway", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan,
         **_NO_TELEMETRY,
     )
@@ -143,9 +157,7 @@ def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = 
         message = f"{loc}: {said}" if family == "anthropic" else f"Invalid value for '{loc}': {said}."
         return error_response(GatewayError("invalid_request", message, param=loc), family)
 
-    app.add_middleware(DirectRoutes, routes=hot)  # inside CORS: its answers get CORS headers too
-    app.add_middleware(
-        _CORS,
+    cors: dict[str, Any] = dict(
         allow_origins=list(rt.settings.cors_origins),
         allow_methods=["*"],
         allow_headers=["*"],
@@ -153,9 +165,14 @@ def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = 
                         "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"],
         max_age=600,
     )
+    app.add_middleware(_CORS, **cors)
     if metrics is not None:
         _add_metrics_route(app, metrics, rt)
     app.add_middleware(GatewayMiddleware, max_body_bytes=rt.settings.max_body_bytes, metrics=metrics)
+    # the same outer layers, then straight to the handler
+    app.direct_stack = GatewayMiddleware(_CORS(DirectRoutes(hot), **cors), max_body_bytes=rt.settings.max_body_bytes,
+                                         metrics=metrics)
+    app.direct_paths = frozenset(hot)
     return app
 
 

@@ -1,13 +1,14 @@
 """The busiest routes, dispatched straight to their handler.
 
-A chat call walks about a dozen framework layers before its handler runs and wraps every message
-its answer sends in as many (Starlette's error and exception layers, CORS, the router, FastAPI's
-request handler and its exit stacks). For a route whose handler takes only the request, parses its
-own JSON body and raises GatewayError for every refusal, those layers do nothing the handler needs,
-and they cost about a fifth of the gateway's CPU per request (bench/cpu_per_request.py). Such a
-handler is marked `@direct`; this layer, inside GatewayMiddleware (request id, log line, body limit,
-last-resort 500) and CORS, calls it for a POST to its exact path and turns a GatewayError into the
-family's error, as the app's handler does. Everything else takes the full stack.
+A chat call walked about a dozen framework layers before its handler ran, and every message of its
+answer passed through as many (Starlette's error and exception layers, FastAPI's telemetry and body
+limit layers, the router, FastAPI's request handler and its exit stacks). For a route whose handler
+takes only the request, parses its own JSON body and raises GatewayError for every refusal, those
+layers do nothing the handler needs, and they cost about a fifth of the gateway's instructions per
+request (callgrind). Such a handler is marked `@direct`; the app (http/app.py) sends a POST to its
+exact path through the gateway's own layers only (GatewayMiddleware: request id, log line, body
+limit, last-resort 500; then CORS) to DirectRoutes, which calls it. Everything else takes the full
+stack.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from ..errors import GatewayError
 from .family import family_for_path
@@ -44,15 +45,14 @@ def gateway_error(path: str, exc: GatewayError) -> Response:
 
 
 class DirectRoutes:
-    def __init__(self, app: ASGIApp, routes: dict[str, Any]) -> None:
-        self.app = app
+    """The end of the direct path: the route's handler, called with the request; a GatewayError it
+    raises becomes the family's error, as the app's exception handler makes it."""
+
+    def __init__(self, routes: dict[str, Any]) -> None:
         self.routes = routes  # path -> the route (direct_routes of every router the app includes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if route is None:
-            await self.app(scope, receive, send)
-            return
+        route = self.routes[scope["path"]]
         scope["route"] = route  # as the router sets them (the metrics label the route's template)
         scope["endpoint"] = route.endpoint
         scope["path_params"] = {}
