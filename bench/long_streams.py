@@ -9,7 +9,8 @@ every `--interval` seconds for `--seconds` seconds, each chunk carrying its inde
 - added time to first byte: through the gateway, less the upstream's own (the same request sent
   directly, as many times), p50 and p99;
 - the gateway's RSS growth per open stream (RSS at full concurrency less RSS before, over streams);
-- the gateway's CPU per relayed chunk (its processes' CPU time over the run, over the chunks);
+- the gateway's CPU per relayed chunk (its processes' CPU time over the run, over the chunks), and
+  the CPU the load generator and the upstream used beside it (all three share the machine's cores);
 - settlement: one usage record per stream, and the balance moved by exactly their costs.
 
 Bounded in time (`DEADLINE_S`), loopback only.
@@ -110,7 +111,8 @@ async def main():
     asyncio.get_running_loop().create_task(tick())
     await server.serve_forever()
 
-asyncio.run(main())
+import uvloop
+uvloop.run(main())
 '''
 
 INDEX = re.compile(rb'"content":"c(\d+) "')
@@ -148,40 +150,69 @@ def gateway_pids(parent: int) -> list[int]:
     return [parent, *children]
 
 
+class _StreamClient(asyncio.Protocol):
+    """One client stream, read as it arrives with as little work per chunk as the check needs: the
+    load generator shares the two cores with the gateway it measures. The raw bytes are scanned for
+    the chunk indices between event boundaries (the chunked framing never splits the pattern, since
+    boundaries are found first); the end is the last chunk of the chunked body."""
+
+    def __init__(self, request: bytes, expected: int, started: float, done: asyncio.Future) -> None:
+        self.request, self.expected, self.started, self.done = request, expected, started, done
+        self.buffer = b""
+        self.status = 0
+        self.sent = self.first = None
+        self.seen, self.in_order, self.saw_done = -1, True, False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.sent = time.perf_counter()
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data
+        if not self.status:
+            head_end = buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                self.buffer = buffer
+                return
+            self.status = int(buffer[9:12])
+            buffer = buffer[head_end + 4:]
+        if self.first is None and buffer:
+            self.first = time.perf_counter() - self.sent
+        cut = buffer.rfind(b"\n\n")
+        if cut >= 0:
+            events, buffer = buffer[:cut], buffer[cut + 2:]
+            for match in INDEX.finditer(events):
+                index = int(match.group(1))
+                self.in_order &= index == self.seen + 1
+                self.seen = index
+            self.saw_done |= b"data: [DONE]" in events
+        self.buffer = buffer
+        if buffer.endswith(b"0\r\n\r\n") and (self.saw_done or self.status != 200):
+            self._finish()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        if self.done.done():
+            return
+        self.transport.close()
+        ok = self.status == 200 and self.in_order and self.saw_done and self.seen + 1 == self.expected
+        self.done.set_result({"status": self.status, "ttfb": self.first, "chunks": self.seen + 1, "ok": ok,
+                              "end": time.perf_counter() - self.started})
+
+
 async def one_stream(port: int, headers: str, body: bytes, expected: int, started: float) -> dict:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
-    sent = time.perf_counter()
-    writer.write(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-                 f"Content-Type: application/json\r\n{headers}\r\n".encode() + body)
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+               f"Content-Type: application/json\r\n{headers}\r\n").encode() + body
     try:
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        first = None
-        seen = -1
-        in_order = True
-        done = False
-        buffer = b""
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-            if size == 0:
-                break
-            data = await reader.readexactly(size + 2)
-            if first is None:
-                first = time.perf_counter() - sent
-            buffer += data
-            if b"\n\n" in buffer:
-                events, _, buffer = buffer.rpartition(b"\n\n")
-                for match in INDEX.finditer(events):
-                    index = int(match.group(1))
-                    in_order &= index == seen + 1
-                    seen = index
-                done |= b"data: [DONE]" in events
-        return {"status": status, "ttfb": first, "chunks": seen + 1, "ok": status == 200 and in_order
-                and done and seen + 1 == expected, "end": time.perf_counter() - started}
-    except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
+        await loop.create_connection(lambda: _StreamClient(request, expected, started, done), "127.0.0.1", port)
+    except OSError as exc:
         return {"status": 0, "ttfb": None, "chunks": 0, "ok": False, "error": type(exc).__name__}
-    finally:
-        writer.close()
+    return await done
 
 
 async def ttfb_direct(port: int, body: bytes, n: int) -> list[float]:
@@ -234,6 +265,7 @@ async def run(args: argparse.Namespace) -> dict:
         time.sleep(1.0)
         pids = gateway_pids(gateway.pid)
         rss_before, cpu_before = rss_mb(pids), cpu_seconds(pids)
+        others_before = sum(cpu_seconds([os.getpid(), upstream.pid]))
         started = time.perf_counter()
         peak = {"rss": rss_before, "open": 0}
         tasks = []
@@ -255,6 +287,7 @@ async def run(args: argparse.Namespace) -> dict:
                 await asyncio.sleep(delay)
         results = await asyncio.wait_for(asyncio.gather(*tasks), DEADLINE_S)
         elapsed = time.perf_counter() - started
+        others = sum(cpu_seconds([os.getpid(), upstream.pid])) - others_before
         sampler.cancel()
         user_s, system_s = (after - before for after, before in zip(cpu_seconds(pids), cpu_before, strict=True))
         cpu = user_s + system_s
@@ -298,6 +331,9 @@ async def run(args: argparse.Namespace) -> dict:
         "rss_growth_kb_per_open_stream": round((peak["rss"] - rss_before) * 1024 / max(1, peak["open"]), 1),
         "chunks_relayed": chunks,
         "gateway_cpu_s": round(cpu, 2),
+        # the rest of the machine's work: the load generator and the upstream, on the same cores
+        "load_generator_and_upstream_cpu_s": round(others, 2),
+        "cores_busy": round((cpu + others) / elapsed, 2),
         "cpu_us_per_chunk": round(cpu / max(1, chunks) * 1e6, 1),
         # system time is mostly loopback TCP: the sender's write does the receiver's TCP work too
         "cpu_us_per_chunk_user_system": [round(user_s / max(1, chunks) * 1e6, 1),
@@ -318,7 +354,9 @@ def main() -> None:
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * args.streams + 1024)), hard))
-    print(json.dumps(asyncio.run(run(args)), indent=2))
+    import uvloop  # the gateway's own loop: the load generator's share of the cores is smaller
+
+    print(json.dumps(uvloop.run(run(args)), indent=2))
 
 
 if __name__ == "__main__":
