@@ -59,7 +59,9 @@ async def _phase(variant: str, up_port: int, args: argparse.Namespace) -> dict:
         try:
             _wait_http(port, proc)
             body = _body(variant.endswith("streaming"))
-            await throughput(port, headers, body, args.concurrency, args.requests // 5)  # warm every worker
+            # warm every worker (its first requests import modules and load the tokenizer): many
+            # connections, so that the kernel hands some to each
+            await throughput(port, headers, body, 64, max(640, args.requests // 5))
             pids = gateway_pids(proc.pid)
             before = sum(cpu_seconds(pids))
             measured = await throughput(port, headers, body, args.concurrency, args.requests)

@@ -197,3 +197,30 @@ def test_a_cancelled_caller_s_write_still_happens_and_is_undone(store):
     assert undone.wait(5)
     blocking.shutdown()
     assert store.get_user(user_id).balance == 900
+
+
+def test_writes_that_find_the_lock_taken_for_a_moment_retry_on_the_loop(store):
+    """Another worker holds the database for a fraction of a millisecond at a time: the group waits
+    on the loop and commits there, never handing the writes to a thread."""
+    user_id = make_user(store, balance=1_000)
+    key = make_key(store, user_id)
+    waits: list[bool] = []
+
+    def group(calls, wait=False):
+        waits.append(wait)
+        return store.group(calls, wait=wait)
+
+    blocking = Blocking(4, store.attempt, group)
+    other = sqlite3.connect(store.path, isolation_level=None)
+
+    async def main():
+        other.execute("BEGIN IMMEDIATE")
+        asyncio.get_running_loop().call_later(0.001, other.execute, "ROLLBACK")
+        return await asyncio.gather(*(blocking.finish(store.settle, record(user_id, key.key_id, reserved=0, cost=10))
+                                      for _ in range(3)))
+
+    assert asyncio.run(main()) == [True] * 3
+    other.close()
+    blocking.shutdown()
+    assert len(waits) >= 2 and not any(waits)  # refused at first, then committed on the loop
+    assert store.get_user(user_id).balance == 970

@@ -29,6 +29,12 @@ from .store.base import WouldWait
 T = TypeVar("T")
 
 
+# A group of writes that finds the database locked by another process retries on the loop this
+# often, this many times (a group holds the lock for a fraction of a millisecond), then waits on a thread.
+LOCK_RETRY_S = 0.0003
+LOCK_RETRIES = 10
+
+
 class Blocking:
     """Runs the store's blocking calls off the event loop, on a pool of this process's threads.
 
@@ -39,7 +45,7 @@ class Blocking:
     """
 
     def __init__(self, threads: int, attempt: Callable[..., Any] | None = None,
-                 group: Callable[[list[Callable[[], Any]]], list[tuple[str, Any]]] | None = None) -> None:
+                 group: Callable[..., list[tuple[str, Any]]] | None = None) -> None:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="store") if threads > 0 else None
         # A store that can tell a call that would wait (SQLite's lock) runs the others right here:
         # handing a 50 µs call to a thread costs several times that in GIL hand-offs.
@@ -48,6 +54,7 @@ class Blocking:
         # loop together (`finish`): one commit for the admissions and settlements that arrive together.
         self._group = group if attempt is not None else None
         self._queued: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._retries = 0  # of the queued writes, on the loop, while the lock is taken
 
     async def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         if self._pool is None:
@@ -91,24 +98,45 @@ class Blocking:
 
     def _commit_queued(self) -> None:
         """The writes queued in this turn of the loop, in one store transaction (one call alone as
-        before: here unless it would wait); any the store could not do now, each on a thread."""
+        before: here unless it would wait). A group that cannot take the lock now goes to a thread
+        whole, to wait for it there; what still cannot be done goes to threads one call at a time."""
         queued, self._queued = self._queued, []
         assert self._group is not None and self._attempt is not None and self._pool is not None
-        outcomes: list[tuple[str, Any]]
-        if len(queued) == 1:
-            try:
-                outcomes = [("ok", self._attempt(queued[0][0]))]
-            except WouldWait:
-                outcomes = [("again", None)]
-            except Exception as exc:  # noqa: BLE001 - delivered to the caller
-                outcomes = [("error", exc)]
-        else:
-            try:
-                outcomes = self._group([call for call, _ in queued])
-            except Exception:  # noqa: BLE001 - the lock was taken or the commit failed: nothing was done
-                outcomes = [("again", None)] * len(queued)
-            except WouldWait:
-                outcomes = [("again", None)] * len(queued)
+        calls = [call for call, _ in queued]
+        try:
+            if len(queued) == 1:
+                try:
+                    outcomes = [("ok", self._attempt(calls[0]))]
+                except Exception as exc:  # noqa: BLE001 - delivered to the caller
+                    outcomes = [("error", exc)]
+            else:
+                outcomes = self._group(calls)
+        except WouldWait:
+            if self._retries < LOCK_RETRIES:
+                # another worker holds the database for a moment: try again on the loop shortly,
+                # with the writes queued meanwhile (a hand-off to a thread costs more)
+                self._retries += 1
+                self._queued[:0] = queued
+                asyncio.get_running_loop().call_later(LOCK_RETRY_S, self._commit_queued)
+                return
+            self._retries = 0
+            waited = asyncio.wrap_future(self._pool.submit(self._group, calls, wait=True))
+            waited.add_done_callback(lambda done: self._deliver_all(queued, done))
+            return
+        except Exception:  # noqa: BLE001 - the commit failed: nothing was done
+            outcomes = [("again", None)] * len(queued)
+        self._retries = 0
+        self._deliver(queued, outcomes)
+
+    def _deliver_all(self, queued: list[tuple[Callable[[], Any], asyncio.Future[Any]]],
+                     waited: asyncio.Future[list[tuple[str, Any]]]) -> None:
+        failed = waited.cancelled() or waited.exception() is not None
+        self._deliver(queued, [("again", None)] * len(queued) if failed else waited.result())
+
+    def _deliver(self, queued: list[tuple[Callable[[], Any], asyncio.Future[Any]]],
+                 outcomes: list[tuple[str, Any]]) -> None:
+        """Each caller its outcome; a call to be done again, on a thread of its own."""
+        assert self._pool is not None
         for (call, done), (outcome, value) in zip(queued, outcomes, strict=True):
             if outcome == "ok":
                 done.set_result(value)

@@ -213,29 +213,32 @@ class SQLiteStore:
             setattr(local, "now_conn" if now_only else "conn", conn)
         return conn
 
-    def group(self, calls: list[Callable[[], Any]]) -> list[tuple[str, Any]]:
-        """Group commit: run `calls` (each one of this store's calls, or a function making them) here
-        and now in ONE write transaction, each in a savepoint of its own, so each stays atomic: a
-        call that raises leaves nothing behind and the others are unaffected. One commit instead of
-        one per call: the commit (its WAL write and lock hand-over) is most of a short write's cost.
+    def group(self, calls: list[Callable[[], Any]], *, wait: bool = False) -> list[tuple[str, Any]]:
+        """Group commit: run `calls` (each one of this store's calls, or a function making them) in
+        ONE write transaction, each in a savepoint of its own, so each stays atomic: a call that
+        raises leaves nothing behind and the others are unaffected. One commit instead of one per
+        call: the commit (its WAL write and lock hand-over) is most of a short write's cost.
 
         Returns, per call, ("ok", result), ("error", exception) or ("again", None): a call that
-        would have waited or retried, to be run again on its own. Raises WouldWait, having done
-        nothing, if the write lock is taken (another thread or process); and whatever the commit
-        raised, having done nothing, if the commit fails."""
+        would have waited or retried, to be run again on its own. Without `wait` (on the event loop)
+        it raises WouldWait, having done nothing, if the write lock is taken; with `wait` (on a
+        thread) it waits for the lock as a single call does. Whatever the commit raises, it raises
+        having done nothing."""
         local = self._local
-        local.now_only = True
+        local.now_only = not wait
         try:
-            if not self._writer.acquire(blocking=False):
+            if not self._writer.acquire(blocking=wait):
                 raise WouldWait
             try:
                 conn = self._conn()
                 try:
                     conn.execute("BEGIN IMMEDIATE")
                 except sqlite3.OperationalError as exc:
-                    if _busy(exc):
+                    if not _busy(exc):
+                        raise
+                    if not wait:
                         raise WouldWait from None
-                    raise
+                    raise StoreBusy(f"the database stayed locked for {LOCK_WAIT_S:g} s") from None
                 out: list[tuple[str, Any]] = []
                 local.grouped = True
                 try:
