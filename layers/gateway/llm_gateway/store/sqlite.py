@@ -509,9 +509,18 @@ class SQLiteStore:
 
     def prune_usage(self, before: float) -> int:
         """Delete usage records made before `before` (the retention setting); their settlement
-        guards go with them, which is safe: a replay comes within a request's lifetime."""
+        guards go with them, which is safe: a replay comes within a request's lifetime.
+
+        Runs every few seconds under `serve`, so it reads only the records it deletes: records are
+        stored in the order they are settled, which is their time order, so the first record new
+        enough to keep bounds the ones to delete (no index on time, no scan of the whole table). A
+        record settled late with an older time (a parked settlement) goes once that bound passes it."""
         with self._tx() as c:
-            return c.execute("DELETE FROM usage WHERE created_at < ?", (before,)).rowcount
+            kept = c.execute("SELECT rowid FROM usage WHERE created_at >= ? ORDER BY rowid LIMIT 1",
+                             (before,)).fetchone()
+            if kept is None:
+                return c.execute("DELETE FROM usage WHERE created_at < ?", (before,)).rowcount
+            return c.execute("DELETE FROM usage WHERE rowid < ? AND created_at < ?", (kept[0], before)).rowcount
 
     def list_usage(
         self,
