@@ -5,6 +5,9 @@ a measured phase, divided by its requests), at concurrency 16 against one fake O
 
 - `gateway_1`: `llm-gateway serve` (SQLite, one worker), non-streaming chat;
 - `gateway_2`: the same with `--workers 2` (the supervisor and both workers counted);
+- `gateway_1_half`: one worker at half the concurrency, the load each of gateway_2's workers has when
+  the kernel splits the connections evenly (on SQLite the writes of concurrent requests share
+  commits, so a worker's CPU per request depends on how many requests it carries at once);
 - `relay_sqlite`: bench/relay_floor.py's bare relay with the SQLite store's two transactions, the
   floor for any Python relay on this stack;
 - `gateway_1_streaming`: one worker, streaming chat (informative).
@@ -39,7 +42,7 @@ from bench.overhead import UPSTREAM_KEY, _wait_http, start_gateway, start_upstre
 from tests.fakes.server import free_port  # noqa: E402
 
 MODEL = "gpt-4o-mini"
-VARIANTS = ("gateway_1", "gateway_2", "relay_sqlite", "gateway_1_streaming")
+VARIANTS = ("gateway_1", "gateway_2", "gateway_1_half", "relay_sqlite", "gateway_1_streaming")
 
 
 def _body(stream: bool) -> bytes:
@@ -64,7 +67,8 @@ async def _phase(variant: str, up_port: int, args: argparse.Namespace) -> dict:
             await throughput(port, headers, body, 64, max(640, args.requests // 5))
             pids = gateway_pids(proc.pid)
             before = sum(cpu_seconds(pids))
-            measured = await throughput(port, headers, body, args.concurrency, args.requests)
+            concurrency = args.concurrency // 2 if variant == "gateway_1_half" else args.concurrency
+            measured = await throughput(port, headers, body, concurrency, args.requests)
             used = sum(cpu_seconds(pids)) - before
         finally:
             stop(proc)
@@ -95,6 +99,8 @@ async def run(args: argparse.Namespace) -> dict:
     if "gateway_1" in median and "gateway_2" in median:
         ratio = out["gateway_2_over_gateway_1"] = round(median["gateway_2"] / median["gateway_1"], 3)
         out["targets"]["gateway_2_le_1_15x_gateway_1"] = ratio <= 1.15
+    if "gateway_1_half" in median and "gateway_2" in median:
+        out["gateway_2_over_gateway_1_half"] = round(median["gateway_2"] / median["gateway_1_half"], 3)
     return out
 
 

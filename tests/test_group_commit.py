@@ -125,6 +125,7 @@ def test_writes_of_one_turn_share_a_commit_and_each_gets_its_own_outcome(store):
     key = make_key(store, user_id)
     spy = Spy(store)
     blocking = Blocking(4, store.attempt, spy.group)
+    blocking.in_flight = 4  # requests being served at once
 
     def refuse():
         raise LookupError("refused")
@@ -146,6 +147,7 @@ def test_writes_that_cannot_commit_now_are_done_on_threads_once_the_lock_is_free
     user_id = make_user(store, balance=1_000)
     key = make_key(store, user_id)
     blocking = Blocking(4, store.attempt, store.group)
+    blocking.in_flight = 5
     other = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
     threading.Timer(0.3, lambda: (other.execute("ROLLBACK"), other.close())).start()
@@ -166,6 +168,7 @@ def test_a_commit_that_fails_leaves_each_write_to_be_done_on_its_own(store):
         raise sqlite3.OperationalError("disk I/O error")
 
     blocking = Blocking(4, store.attempt, failing_group)
+    blocking.in_flight = 4
 
     async def main():
         return await asyncio.gather(*(blocking.finish(store.add_balance, user_id, 1) for _ in range(4)))
@@ -179,6 +182,7 @@ def test_a_cancelled_caller_s_write_still_happens_and_is_undone(store):
     user_id = make_user(store, balance=1_000)
     undone = threading.Event()
     blocking = Blocking(4, store.attempt, store.group)
+    blocking.in_flight = 5
 
     def undo(admission):
         store.add_balance(user_id, 300)  # the reservation given back
@@ -211,6 +215,7 @@ def test_writes_that_find_the_lock_taken_for_a_moment_retry_on_the_loop(store):
         return store.group(calls, wait=wait)
 
     blocking = Blocking(4, store.attempt, group)
+    blocking.in_flight = 3
     other = sqlite3.connect(store.path, isolation_level=None)
 
     async def main():
@@ -224,3 +229,21 @@ def test_writes_that_find_the_lock_taken_for_a_moment_retry_on_the_loop(store):
     blocking.shutdown()
     assert len(waits) >= 2 and not any(waits)  # refused at first, then committed on the loop
     assert store.get_user(user_id).balance == 970
+
+
+def test_a_write_made_while_no_other_request_is_in_flight_is_done_at_once(store):
+    """Nobody to share a commit with: no wait for the end of the loop's turn."""
+    user_id = make_user(store, balance=1_000)
+    spy = Spy(store)
+    blocking = Blocking(4, store.attempt, spy.group)
+    blocking.in_flight = 1  # this request alone
+
+    async def main():
+        pending = asyncio.ensure_future(blocking.finish(store.add_balance, user_id, 5))
+        await asyncio.sleep(0)  # one step: the write is done within it
+        assert pending.done()
+        return pending.result()
+
+    assert asyncio.run(main()).balance == 1_005
+    blocking.shutdown()
+    assert spy.groups == []

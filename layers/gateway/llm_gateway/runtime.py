@@ -55,6 +55,9 @@ class Blocking:
         self._group = group if attempt is not None else None
         self._queued: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._retries = 0  # of the queued writes, on the loop, while the lock is taken
+        # Requests this process is serving (GatewayMiddleware counts them): a write made while no
+        # other request is in flight has nobody to share a commit with and is done at once.
+        self.in_flight = 0
 
     async def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         if self._pool is None:
@@ -71,11 +74,12 @@ class Blocking:
         """As a call, but one that completes even when the awaiting task is cancelled (a client that
         left mid-stream must still be charged): the work runs to its end; only the wait is given up.
         `undo`, if given, then runs on the work's result in its thread (a reservation nobody will
-        settle is released). On a store with group commit the call waits for the end of this turn of
-        the loop and commits with the other writes made in it (admissions and settlements)."""
+        settle is released). On a store with group commit, while other requests are in flight, the
+        call waits for the end of this turn of the loop and commits with the other writes made in it
+        (admissions and settlements)."""
         if self._pool is None:
             return fn(*args, **kwargs)
-        if self._group is not None:
+        if self._group is not None and (self.in_flight > 1 or self._queued):
             loop = asyncio.get_running_loop()
             done: asyncio.Future[T] = loop.create_future()
             if not self._queued:  # the first of this turn: commit them all once the turn's callbacks ran

@@ -168,10 +168,10 @@ def create_app(families: Iterable[str] | None = None, runtime: Runtime | None = 
     app.add_middleware(_CORS, **cors)
     if metrics is not None:
         _add_metrics_route(app, metrics, rt)
-    app.add_middleware(GatewayMiddleware, max_body_bytes=rt.settings.max_body_bytes, metrics=metrics)
+    outer: dict[str, Any] = dict(max_body_bytes=rt.settings.max_body_bytes, metrics=metrics, blocking=rt.blocking)
+    app.add_middleware(GatewayMiddleware, **outer)
     # the same outer layers, then straight to the handler
-    app.direct_stack = GatewayMiddleware(_CORS(DirectRoutes(hot), **cors), max_body_bytes=rt.settings.max_body_bytes,
-                                         metrics=metrics)
+    app.direct_stack = GatewayMiddleware(_CORS(DirectRoutes(hot), **cors), **outer)
     app.direct_paths = frozenset(hot)
     return app
 

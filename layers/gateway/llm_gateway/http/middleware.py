@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,12 +22,17 @@ from .context import RequestContext
 from .family import family_for_path
 from .responses import error_response
 
+if TYPE_CHECKING:
+    from ..runtime import Blocking
+
 
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics | None = None) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics | None = None,
+                 blocking: Blocking | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics  # `serve` only (GET /metrics); None on Lambda
+        self.blocking = blocking  # told how many requests are in flight (its group commits)
         # On Lambda each request's log line also names its invocation and its X-Ray trace
         self.on_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
 
@@ -61,6 +66,9 @@ class GatewayMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        blocking = self.blocking
+        if blocking is not None:
+            blocking.in_flight += 1
         try:
             length = _content_length(scope)
             if length is not None and length > self.max_body_bytes:
@@ -88,6 +96,8 @@ class GatewayMiddleware:
                 err = GatewayError("internal", f"Internal error; quote request id {request_id} when reporting it.")
                 await error_response(err, family_for_path(path), request_id)(scope, receive, send_with_id)
         finally:
+            if blocking is not None:
+                blocking.in_flight -= 1
             logs.log(
                 "request",
                 request_id=request_id,
