@@ -18,13 +18,9 @@ from tests.contract.test_store_contract import NOW, in_threads, make_key, make_u
 
 
 @pytest.fixture
-def store_url(tmp_path):
-    return f"sqlite:///{tmp_path / 'group.db'}"
-
-
-@pytest.fixture
-def store(store_url):
-    s = open_store(store_url)
+def store(tmp_path):
+    """An SQLite store (the only one with group commit); other processes open its `path`."""
+    s = open_store(f"sqlite:///{tmp_path / 'group.db'}")
     s.init()
     return s
 
@@ -71,7 +67,7 @@ def test_a_settlement_repeated_in_a_group_is_applied_once(store):
     assert store.get_user(user_id).balance == 9_300 and store.list_usage(user_id).total == 1
 
 
-def test_a_group_that_cannot_start_now_does_nothing(store, store_url):
+def test_a_group_that_cannot_start_now_does_nothing(store):
     user_id = make_user(store, balance=10_000)
     other = sqlite3.connect(store.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
@@ -84,12 +80,12 @@ def test_a_group_that_cannot_start_now_does_nothing(store, store_url):
     assert store.get_user(user_id).balance == 10_000
 
 
-def test_groups_from_many_processes_admit_exactly_the_limit(store, store_url):
+def test_groups_from_many_processes_admit_exactly_the_limit(store):
     user_id = make_user(store, balance=10**9)
     counter = Counter("rpm:" + user_id, limit=25)
 
     def one_process(i):
-        mine = open_store(store_url)
+        mine = open_store(f"sqlite:///{store.path}")
         results = []
         for _ in range(4):
             while True:
