@@ -176,6 +176,9 @@ class _StreamClient(asyncio.Protocol):
                 self.buffer = buffer
                 return
             self.status = int(buffer[9:12])
+            if self.status != 200:  # a refusal: counted as an error, its body not awaited
+                self._finish()
+                return
             buffer = buffer[head_end + 4:]
         if self.first is None and buffer:
             self.first = time.perf_counter() - self.sent
@@ -188,7 +191,7 @@ class _StreamClient(asyncio.Protocol):
                 self.seen = index
             self.saw_done |= b"data: [DONE]" in events
         self.buffer = buffer
-        if buffer.endswith(b"0\r\n\r\n") and (self.saw_done or self.status != 200):
+        if buffer.endswith(b"0\r\n\r\n") and self.saw_done:
             self._finish()
 
     def connection_lost(self, exc: Exception | None) -> None:
