@@ -101,9 +101,11 @@ class Blocking:
             raise
 
     def _commit_queued(self) -> None:
-        """The writes queued in this turn of the loop, in one store transaction (one call alone as
-        before: here unless it would wait). A group that cannot take the lock now goes to a thread
-        whole, to wait for it there; what still cannot be done goes to threads one call at a time."""
+        """The writes queued in this turn of the loop, in one store transaction (one call alone: here
+        unless it would wait). A group that finds the lock taken is tried again on the loop shortly
+        (LOCK_RETRY_S, at most LOCK_RETRIES times, joined by the writes queued meanwhile), then goes
+        to a thread whole to wait for it there; what still cannot be done goes to threads one call
+        at a time."""
         queued, self._queued = self._queued, []
         assert self._group is not None and self._attempt is not None and self._pool is not None
         calls = [call for call, _ in queued]
