@@ -10,6 +10,11 @@ under a dozen contending threads costs far more than the writes themselves.
 Group commit (`group`): the server hands the writes that arrive in one turn of its event loop
 (admissions and settlements of concurrent requests) to one transaction, each call in a savepoint of
 its own, so each stays atomic and exactly-once while they share one commit.
+
+Checkpoints (copying the WAL back into the database file) are kept off the event loop: a checkpoint's
+fsync takes milliseconds, and SQLite's automatic one runs inside whichever commit crosses 1 000 WAL
+pages, so on the loop it would stall every request the worker carries. The loop's connection turns
+it off and a thread of this store checkpoints instead (`_Checkpointer`).
 """
 
 from __future__ import annotations
@@ -154,6 +159,54 @@ CREATE TABLE IF NOT EXISTS parked_settlements (
 """
 
 
+class _Checkpointer:
+    """A daemon thread with its own connection that checkpoints the WAL when told enough commits
+    were made on a connection that does not checkpoint itself (see CHECKPOINT_EVERY)."""
+
+    def __init__(self, path: str, writer: threading.Lock) -> None:
+        self.path = path
+        self._writer = writer
+        self._commits = 0
+        self._due = threading.Event()
+        self._stopping = False
+        self.restarting = False  # waiting for the write lock to restart the WAL: the loop's writes step aside
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def committed(self) -> None:
+        self._commits += 1
+        if self._commits >= CHECKPOINT_EVERY:
+            self._commits = 0
+            self._due.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._due.set()
+        self._thread.join(timeout=LOCK_WAIT_S)
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=LOCK_WAIT_S, isolation_level=None, check_same_thread=False)
+        try:
+            while True:
+                self._due.wait()
+                self._due.clear()
+                if self._stopping:
+                    return
+                try:
+                    _, wal_frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if wal_frames >= WAL_RESTART_FRAMES:
+                        self.restarting = True
+                        try:
+                            with self._writer:
+                                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                        finally:
+                            self.restarting = False
+                except sqlite3.Error:
+                    pass  # a checkpoint is an optimisation; the next one, or any connection's, catches up
+        finally:
+            conn.close()
+
+
 def _busy(exc: sqlite3.OperationalError) -> bool:
     return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or (
         "locked" in str(exc) or "busy" in str(exc))
@@ -171,6 +224,15 @@ def path_from_url(url: str) -> str:
 # refused): long enough for any burst of the gateway's short transactions, short enough to be bounded.
 LOCK_WAIT_S = 10.0
 
+# Checkpoints for the event loop's connection: a passive one (beside the writes; it never blocks
+# them) every CHECKPOINT_EVERY of its commits. A passive checkpoint cannot restart the WAL while
+# writes keep arriving, so once the WAL holds WAL_RESTART_FRAMES pages a restarting one holds this
+# process's writes back for as long as it takes to copy the last pages and sync: a few ms, every few
+# hundred requests under continuous load, during which the loop's writes retry and then wait on a
+# thread, as for any lock, while the loop serves everything else.
+CHECKPOINT_EVERY = 100
+WAL_RESTART_FRAMES = 4000
+
 T = TypeVar("T")
 
 
@@ -180,6 +242,7 @@ class SQLiteStore:
         self._local = threading.local()
         self._initialised = False
         self._writer = threading.Lock()  # one writer at a time in this process
+        self._checkpointer: _Checkpointer | None = None
 
     # connection handling -------------------------------------------------------------------
     def attempt(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -210,8 +273,26 @@ class SQLiteStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
+            if now_only:
+                conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's thread does it
+                if self._checkpointer is None:
+                    self._checkpointer = _Checkpointer(self.path, self._writer)
             setattr(local, "now_conn" if now_only else "conn", conn)
         return conn
+
+    def _take_writer(self, now_only: bool) -> None:
+        """This process's write lock; a call that must not wait raises WouldWait if it is taken, or
+        if the checkpointer is waiting for it (back-to-back writes on the loop would starve it)."""
+        if now_only:
+            if (self._checkpointer is not None and self._checkpointer.restarting) or not self._writer.acquire(
+                    blocking=False):
+                raise WouldWait
+        else:
+            self._writer.acquire()
+
+    def _committed(self, on_loop: bool) -> None:
+        if on_loop and self._checkpointer is not None:
+            self._checkpointer.committed()
 
     def group(self, calls: list[Callable[[], Any]], *, wait: bool = False) -> list[tuple[str, Any]]:
         """Group commit: run `calls` (each one of this store's calls, or a function making them) in
@@ -227,8 +308,7 @@ class SQLiteStore:
         local = self._local
         local.now_only = not wait
         try:
-            if not self._writer.acquire(blocking=wait):
-                raise WouldWait
+            self._take_writer(now_only=not wait)
             try:
                 conn = self._conn()
                 try:
@@ -250,6 +330,7 @@ class SQLiteStore:
                         except Exception as exc:  # noqa: BLE001 - the caller's own error, delivered to it
                             out.append(("error", exc))
                     conn.execute("COMMIT")
+                    self._committed(not wait)
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
@@ -279,13 +360,13 @@ class SQLiteStore:
             return
         conn = self._conn()
         now_only = getattr(self._local, "now_only", False)
-        if not self._writer.acquire(blocking=not now_only):
-            raise WouldWait
+        self._take_writer(now_only)
         try:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 yield conn
                 conn.execute("COMMIT")
+                self._committed(now_only)
             except BaseException as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -313,6 +394,9 @@ class SQLiteStore:
         self._initialised = True
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         for name in ("conn", "now_conn"):
             conn = getattr(self._local, name, None)
             if conn is not None:
