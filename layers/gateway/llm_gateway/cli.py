@@ -190,9 +190,9 @@ def _serve_on(sock, args: argparse.Namespace) -> int:
     except ImportError:
         pass
     try:
-        import httptools  # noqa: F401
+        from .http.protocol import Protocol  # uvicorn's httptools protocol, a head sent with its body
 
-        kwargs["http"] = "httptools"
+        kwargs["http"] = Protocol
     except ImportError:
         pass
     config = uvicorn.Config("llm_gateway.http.server:app_factory", **kwargs)
