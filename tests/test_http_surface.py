@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
+import time
 
 import httpx
 
+from llm_gateway.http.middleware import new_request_id
 from llm_gateway.logs import _JSONFormatter
 from tests.conftest import extra_gateway
 
@@ -26,8 +29,20 @@ def test_every_response_carries_a_request_id(gateway):
                       headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}),
     ]
     ids = [r.headers.get("x-request-id") for r in responses]
-    assert all(i and i.startswith("req_") for i in ids)
+    assert all(i and re.fullmatch(r"req_[0-9a-f]{32}", i) for i in ids)
     assert len(set(ids)) == len(ids)
+
+
+def test_request_ids_sort_in_the_order_the_requests_came(gateway):
+    """Ids lead with the time, so the usage records keyed by them grow at the end of their index."""
+    key = gateway.key()
+    ids = []
+    for _ in range(5):
+        ids.append(_chat(gateway, key).headers["x-request-id"])
+        time.sleep(0.002)
+    assert ids == sorted(ids)
+    made = [new_request_id() for _ in range(5_000)]
+    assert len(set(made)) == len(made)  # unique within the same millisecond too
 
 
 def test_model_calls_carry_the_gateway_overhead(gateway):
