@@ -84,3 +84,22 @@ def test_closing_the_store_stops_its_checkpoint_thread(store):
     assert thread.is_alive()
     store.close()
     assert not thread.is_alive() and store._checkpointer is None
+
+
+def test_a_restart_that_cannot_proceed_holds_this_process_s_writes_back_only_briefly(store, monkeypatch):
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY", 4)
+    monkeypatch.setattr(sqlite_store, "WAL_RESTART_FRAMES", 40)
+    write_requests(store, 50)
+    reader = sqlite3.connect(store.path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM usage").fetchone()  # another process reading an old snapshot
+    try:
+        slowest, until = 0.0, time.monotonic() + 1.0
+        while time.monotonic() < until:  # every restart waits for that reader, and gives up
+            started = time.monotonic()
+            write_requests(store, 1)
+            slowest = max(slowest, time.monotonic() - started)
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    assert slowest < 0.3, slowest

@@ -185,7 +185,7 @@ class _Checkpointer:
         self._thread.join(timeout=LOCK_WAIT_S)
 
     def _run(self) -> None:
-        conn = sqlite3.connect(self.path, timeout=LOCK_WAIT_S, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.path, timeout=RESTART_WAIT_S, isolation_level=None, check_same_thread=False)
         try:
             while True:
                 self._due.wait()
@@ -230,8 +230,11 @@ LOCK_WAIT_S = 10.0
 # process's writes back for as long as it takes to copy the last pages and sync: a few ms, every few
 # hundred requests under continuous load, during which the loop's writes retry and then wait on a
 # thread, as for any lock, while the loop serves everything else.
+# The restarting checkpoint waits at most RESTART_WAIT_S for another process's write or reads to
+# end (this process's writes wait for it meanwhile); past that it is tried again at the next round.
 CHECKPOINT_EVERY = 100
 WAL_RESTART_FRAMES = 4000
+RESTART_WAIT_S = 0.02
 
 T = TypeVar("T")
 
