@@ -395,11 +395,13 @@ def _serve_cli(tmp_path, port: int, workers: int = 1) -> subprocess.Popen:
     )
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_serve_on_a_port_in_use_prints_one_error_and_writes_nothing(cli, tmp_path, workers):
+@pytest.mark.parametrize(("workers", "shared"), [(1, False), (2, False), (2, True)])
+def test_serve_on_a_port_in_use_prints_one_error_and_writes_nothing(cli, tmp_path, workers, shared):
     import socket
 
     with socket.socket() as taken:
+        if shared:  # taken by a server open to others on its port, as serve's workers are
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import accounts
+from . import accounts, listening
 from .money import MoneyError, format_micros, to_micros
 from .store.base import TIERS
 from .times import parse_iso
@@ -114,29 +114,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UsageError(f"--workers: expected at least 1: {args.workers}")
     try:
-        sock = _listen(args.host, args.port)
+        sock = listening.listen(args.host, args.port, args.workers)
     except OSError as exc:
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     try:
         return _serve_on(sock, args)
     finally:
         sock.close()
-
-
-def _listen(host: str, port: int):
-    """A listening TCP socket on host:port, as uvicorn's Config.bind_socket makes one."""
-    import socket
-
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-    except BaseException:
-        sock.close()
-        raise
-    sock.set_inheritable(True)  # workers receive it
-    return sock
 
 
 def _raise_open_files_limit() -> None:
@@ -202,7 +186,7 @@ def _serve_on(sock, args: argparse.Namespace) -> int:
         if args.workers > 1:
             from uvicorn.supervisors import Multiprocess
 
-            Multiprocess(config, sockets=[sock]).run()
+            Multiprocess(config, sockets=listening.worker_sockets(sock, args.host, args.port, args.workers)).run()
             return 0
         server = uvicorn.Server(config)
         server.run(sockets=[sock])
