@@ -163,9 +163,8 @@ class _Checkpointer:
     """A daemon thread with its own connection that checkpoints the WAL when told enough commits
     were made on a connection that does not checkpoint itself (see CHECKPOINT_EVERY)."""
 
-    def __init__(self, path: str, writer: threading.Lock) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
-        self._writer = writer
         self._commits = 0
         self._due = threading.Event()
         self._stopping = False
@@ -195,10 +194,9 @@ class _Checkpointer:
                 try:
                     _, wal_frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     if wal_frames >= WAL_RESTART_FRAMES:
-                        self.restarting = True
+                        self.restarting = True  # the loop's writes step aside until it has the lock
                         try:
-                            with self._writer:
-                                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                         finally:
                             self.restarting = False
                 except sqlite3.Error:
@@ -226,12 +224,12 @@ LOCK_WAIT_S = 10.0
 
 # Checkpoints for the event loop's connection: a passive one (beside the writes; it never blocks
 # them) every CHECKPOINT_EVERY of its commits. A passive checkpoint cannot restart the WAL while
-# writes keep arriving, so once the WAL holds WAL_RESTART_FRAMES pages a restarting one holds this
-# process's writes back for as long as it takes to copy the last pages and sync: a few ms, every few
-# hundred requests under continuous load, during which the loop's writes retry and then wait on a
-# thread, as for any lock, while the loop serves everything else.
-# The restarting checkpoint waits at most RESTART_WAIT_S for another process's write or reads to
-# end (this process's writes wait for it meanwhile); past that it is tried again at the next round.
+# writes keep arriving, so once the WAL holds WAL_RESTART_FRAMES pages a restarting one takes the
+# write lock for as long as it takes to copy the last pages and sync: a few ms, every few hundred
+# requests under continuous load, during which the loop's writes retry and then wait on a thread,
+# as for any lock, while the loop serves everything else. The loop's writes step aside while it
+# waits for the lock (back to back, they would never leave it free); it waits at most
+# RESTART_WAIT_S for other writers and readers, and past that is tried again at the next round.
 CHECKPOINT_EVERY = 100
 WAL_RESTART_FRAMES = 4000
 RESTART_WAIT_S = 0.02
@@ -279,7 +277,7 @@ class SQLiteStore:
             if now_only:
                 conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's thread does it
                 if self._checkpointer is None:
-                    self._checkpointer = _Checkpointer(self.path, self._writer)
+                    self._checkpointer = _Checkpointer(self.path)
             setattr(local, "now_conn" if now_only else "conn", conn)
         return conn
 
