@@ -10,6 +10,8 @@ a measured phase, divided by its requests), at concurrency 16 against one fake O
   commits, so a worker's CPU per request depends on how many requests it carries at once);
 - `relay_sqlite`: bench/relay_floor.py's bare relay with the SQLite store's two transactions, the
   floor for any Python relay on this stack;
+- `relay_sqlite_half`: the same at half the concurrency: how much more a request costs any Python
+  relay on this machine when a process carries half the load (the floor under `gateway_2`'s ratio);
 - `gateway_1_streaming`: one worker, streaming chat (informative).
 
 Each variant runs `--rounds` times, the variants alternating so that the machine's drift falls on all
@@ -42,7 +44,7 @@ from bench.overhead import UPSTREAM_KEY, _wait_http, start_gateway, start_upstre
 from tests.fakes.server import free_port  # noqa: E402
 
 MODEL = "gpt-4o-mini"
-VARIANTS = ("gateway_1", "gateway_2", "gateway_1_half", "relay_sqlite", "gateway_1_streaming")
+VARIANTS = ("gateway_1", "gateway_2", "gateway_1_half", "relay_sqlite", "relay_sqlite_half", "gateway_1_streaming")
 
 
 def _body(stream: bool) -> bytes:
@@ -53,8 +55,9 @@ def _body(stream: bool) -> bytes:
 async def _phase(variant: str, up_port: int, args: argparse.Namespace) -> dict:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="llmgw-cpu-") as work:
-        if variant == "relay_sqlite":
-            proc, headers = relay_floor.start(variant, up_port, port, work), {"Authorization": f"Bearer {UPSTREAM_KEY}"}
+        if variant.startswith("relay_sqlite"):
+            proc = relay_floor.start("relay_sqlite", up_port, port, work)
+            headers = {"Authorization": f"Bearer {UPSTREAM_KEY}"}
         else:
             proc, key = start_gateway(port, up_port, work, MODEL, workers=2 if variant == "gateway_2" else 1,
                                       extra_env={"GATEWAY_LOG_LEVEL": "INFO"})
@@ -67,7 +70,7 @@ async def _phase(variant: str, up_port: int, args: argparse.Namespace) -> dict:
             await throughput(port, headers, body, 64, max(640, args.requests // 5))
             pids = gateway_pids(proc.pid)
             before = sum(cpu_seconds(pids))
-            concurrency = args.concurrency // 2 if variant == "gateway_1_half" else args.concurrency
+            concurrency = args.concurrency // 2 if variant.endswith("_half") else args.concurrency
             measured = await throughput(port, headers, body, concurrency, args.requests)
             used = sum(cpu_seconds(pids)) - before
         finally:
@@ -101,6 +104,10 @@ async def run(args: argparse.Namespace) -> dict:
         out["targets"]["gateway_2_le_1_15x_gateway_1"] = ratio <= 1.15
     if "gateway_1_half" in median and "gateway_2" in median:
         out["gateway_2_over_gateway_1_half"] = round(median["gateway_2"] / median["gateway_1_half"], 3)
+    if "gateway_1_half" in median and "gateway_1" in median:
+        out["gateway_1_half_over_gateway_1"] = round(median["gateway_1_half"] / median["gateway_1"], 3)
+    if "relay_sqlite_half" in median and "relay_sqlite" in median:
+        out["relay_sqlite_half_over_relay_sqlite"] = round(median["relay_sqlite_half"] / median["relay_sqlite"], 3)
     return out
 
 

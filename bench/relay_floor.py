@@ -3,7 +3,7 @@
 bench/overhead.py compares the gateway's requests/s with the fake upstream's own. That ratio is
 bounded by what any Python relay on this stack can do, however little it does, so this module
 measures that bound next to the gateway: a bare ASGI app under the same server settings as
-`llm-gateway serve` (uvicorn, httptools, uvloop, one process) that reads the request, forwards its
+`llm-gateway serve` (uvicorn, its httptools protocol as serve runs it, uvloop, one process) that reads the request, forwards its
 body to the upstream through one aiohttp session and returns the upstream's answer. No framework,
 no validation, no key lookup, no token count, no log line. Two variants:
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,8 @@ def _store(directory: str) -> Callable[[str], Callable[[], None]]:
 def relay_app(upstream_port: int, begin: Callable[[str], Callable[[], None]] | None) -> Callable[..., Awaitable[None]]:
     import aiohttp
 
+    from llm_gateway.http.middleware import new_request_id  # ids as the gateway makes them (time first)
+
     url = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
     session: list[aiohttp.ClientSession] = []
 
@@ -71,7 +72,7 @@ def relay_app(upstream_port: int, begin: Callable[[str], Callable[[], None]] | N
             body += message.get("body", b"")
             more = message.get("more_body", False)
         headers = dict(scope["headers"])
-        settle = begin("req_" + uuid.uuid4().hex) if begin else None
+        settle = begin(new_request_id()) if begin else None
         async with session[0].post(url, data=body, headers={
             "authorization": headers[b"authorization"].decode(), "content-type": "application/json",
         }) as upstream:
@@ -96,10 +97,13 @@ def start(variant: str, upstream_port: int, port: int, workdir: str) -> subproce
 def main() -> None:
     import uvicorn
 
+    sys.path.insert(0, str(ROOT / "layers" / "gateway"))
+    from llm_gateway.http.protocol import Protocol
+
     upstream_port, port = int(sys.argv[1]), int(sys.argv[2])
     begin = _store(sys.argv[4]) if sys.argv[3:4] == ["--sqlite"] else None
     uvicorn.run(relay_app(upstream_port, begin), host="127.0.0.1", port=port, log_level="error",
-                access_log=False, loop="uvloop", http="httptools", lifespan="off")
+                access_log=False, loop="uvloop", http=Protocol, lifespan="off")
 
 
 if __name__ == "__main__":
