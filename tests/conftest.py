@@ -24,6 +24,7 @@ os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT / "layers" / "tiktoken"))
 from llm_gateway import accounts  # noqa: E402
 from llm_gateway.config import Settings  # noqa: E402
 from llm_gateway.http.app import create_app  # noqa: E402
+from llm_gateway.http.protocol import Protocol  # noqa: E402
 from llm_gateway.money import to_micros  # noqa: E402
 from llm_gateway.runtime import Runtime  # noqa: E402
 from llm_gateway.store import open_store  # noqa: E402
@@ -32,6 +33,10 @@ from tests.fakes.anthropic_upstream import ANTHROPIC_OPERATOR_KEY, FakeAnthropic
 from tests.fakes.openai_upstream import OPERATOR_KEY, FakeOpenAI  # noqa: E402
 from tests.fakes.server import ServerThread  # noqa: E402
 
+
+def gateway_server(app) -> ServerThread:
+    """The gateway's app on a real port, under the HTTP protocol `serve` runs (the fakes use h11)."""
+    return ServerThread(app, http=Protocol).start()
 
 @pytest.fixture(scope="session")
 def fake_openai():
@@ -109,7 +114,7 @@ def extra_gateway(template: Gateway, db: Path | None = None, **settings: Any) ->
     settings.setdefault("env", template.runtime.settings.env)
     settings.setdefault("upstream_timeout", 5.0)
     runtime = Runtime.build(Settings(store_url=url, **settings), open_store(url))
-    server = ServerThread(create_app(runtime=runtime)).start()
+    server = gateway_server(create_app(runtime=runtime))
     try:
         yield Gateway(runtime, server.url, template.fake_openai, template.fake_anthropic)
     finally:
@@ -144,6 +149,6 @@ def gateway(request, tmp_path_factory, fake_openai, fake_anthropic):
     store = open_store(settings.store_url)
     store.init()
     runtime = Runtime.build(settings, store)
-    server = ServerThread(create_app(runtime=runtime)).start()
+    server = gateway_server(create_app(runtime=runtime))
     yield Gateway(runtime, server.url, fake_openai, fake_anthropic)
     server.stop()

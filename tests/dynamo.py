@@ -87,13 +87,12 @@ def dynamo_gateway(moto_dynamodb, fake_openai):
     from llm_gateway.http.app import create_app
     from llm_gateway.runtime import Runtime
     from llm_gateway.store import open_store
-    from tests.conftest import Gateway, gateway_settings
-    from tests.fakes.server import ServerThread
+    from tests.conftest import Gateway, gateway_server, gateway_settings
 
     settings = gateway_settings(f"dynamodb://{table_prefix()}", fake_openai.url, upstream_timeout=5.0)
     store = open_store(settings.store_url)
     store.init()
     runtime = Runtime.build(settings, store)
-    server = ServerThread(create_app(runtime=runtime)).start()
+    server = gateway_server(create_app(runtime=runtime))
     yield Gateway(runtime, server.url, fake_openai)
     server.stop()

@@ -11,8 +11,8 @@ from llm_gateway.config import Settings
 from llm_gateway.http.app import create_app
 from llm_gateway.runtime import Runtime
 from llm_gateway.store.dynamodb import DynamoDBStore
+from tests.conftest import gateway_server
 from tests.dynamo import table_prefix
-from tests.fakes.server import ServerThread
 from tests.served import gateway_env, run_cli
 
 
@@ -69,7 +69,7 @@ def test_first_admin_key_bootstrapped_from_the_cli_works_on_the_deployed_tables(
     store = DynamoDBStore(prefix)
     assert store.get_key_by_hash(hash_key(full)).is_admin is True
     runtime = Runtime.build(Settings(store_url=f"dynamodb://{prefix}"), store)
-    server = ServerThread(create_app(runtime=runtime)).start()
+    server = gateway_server(create_app(runtime=runtime))
     try:
         r = httpx.post(server.url + "/api/v1/user/admin/get-api-tokens", headers={"Authorization": f"Bearer {full}"})
         assert r.status_code == 200, r.text

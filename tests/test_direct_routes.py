@@ -15,7 +15,7 @@ from llm_gateway.config import Settings
 from llm_gateway.http.app import create_app
 from llm_gateway.runtime import Runtime
 from llm_gateway.store import open_store
-from tests.fakes.server import ServerThread
+from tests.conftest import gateway_server
 
 
 def _cases(gateway) -> dict[str, list]:
@@ -76,7 +76,7 @@ def _server(gateway, *, direct: bool) -> Iterator[str]:
     assert sorted(app.direct_paths) == sorted(ROUTES)
     if not direct:
         app.direct_paths = frozenset()  # every route through the full stack
-    server = ServerThread(app).start()
+    server = gateway_server(app)
     try:
         yield server.url
     finally:

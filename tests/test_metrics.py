@@ -12,7 +12,7 @@ from llm_gateway.config import Settings
 from llm_gateway.http.app import create_app
 from llm_gateway.metrics import Metrics
 from llm_gateway.runtime import Runtime
-from tests.fakes.server import ServerThread
+from tests.conftest import gateway_server
 
 
 def _value(text: str, name: str, **labels: str) -> float:
@@ -28,7 +28,7 @@ def test_metrics_count_requests_overhead_upstream_errors_and_charges(gateway, tm
     metrics = Metrics(tmp_path / "metrics")
     runtime = Runtime.build(Settings(store_url=gateway.runtime.settings.store_url, env=gateway.runtime.settings.env,
                                      upstream_timeout=5.0))
-    server = ServerThread(create_app(runtime=runtime, metrics=metrics)).start()
+    server = gateway_server(create_app(runtime=runtime, metrics=metrics))
     try:
         priced = gateway.model(input="1", output="2")
         failing = gateway.model(behavior={"status": 500})
@@ -58,7 +58,7 @@ def test_metrics_count_requests_overhead_upstream_errors_and_charges(gateway, tm
 def test_metrics_can_require_a_token(gateway, tmp_path):
     env = {**gateway.runtime.settings.env, "GATEWAY_METRICS_TOKEN": "scrape-secret"}
     runtime = Runtime.build(Settings(store_url=gateway.runtime.settings.store_url, env=env))
-    server = ServerThread(create_app(runtime=runtime, metrics=Metrics(None))).start()
+    server = gateway_server(create_app(runtime=runtime, metrics=Metrics(None)))
     try:
         assert httpx.get(server.url + "/metrics").status_code == 401
         assert httpx.get(server.url + "/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401

@@ -24,9 +24,8 @@ from llm_gateway.money import to_micros
 from llm_gateway.runtime import Runtime
 from llm_gateway.store import sqlite as sqlite_store
 from llm_gateway.store.base import StoreBusy, UsageRecord
-from tests.conftest import Gateway, gateway_settings
+from tests.conftest import Gateway, gateway_server, gateway_settings
 from tests.dynamo import table_prefix
-from tests.fakes.server import ServerThread
 from tests.fakes.throttling import ItemThrottle
 
 BODY = {"messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 20}
@@ -38,7 +37,7 @@ def serving(store, fake_openai, fake_anthropic=None):
         "sqlite:///unused" if not hasattr(store, "tables") else f"dynamodb://{store.prefix}",
         fake_openai.url, fake_anthropic.url if fake_anthropic else None, upstream_timeout=5.0)
     runtime = Runtime.build(settings, store)
-    server = ServerThread(create_app(runtime=runtime)).start()
+    server = gateway_server(create_app(runtime=runtime))
     try:
         yield Gateway(runtime, server.url, fake_openai, fake_anthropic)
     finally:

@@ -271,14 +271,13 @@ def test_serve_sweeps_stale_tasks_by_itself(gateway, fake_mj, tmp_path, monkeypa
     from llm_gateway.http import app as app_module
     from llm_gateway.runtime import Runtime
     from llm_gateway.store import open_store
-    from tests.conftest import Gateway
-    from tests.fakes.server import ServerThread
+    from tests.conftest import Gateway, gateway_server
 
     monkeypatch.setattr(app_module, "TASK_SWEEP_SECONDS", 0.1)
     url = f"sqlite:///{tmp_path / 'served.db'}"
     env = mj_env(gateway, fake_mj, tmp_path, GATEWAY_MJ_STALE_SECONDS="0.3")
     runtime = Runtime.build(Settings(store_url=url, env=env, upstream_timeout=5.0), open_store(url))
-    server = ServerThread(app_module.create_app(runtime=runtime, housekeeping=0.1)).start()
+    server = gateway_server(app_module.create_app(runtime=runtime, housekeeping=0.1))
     try:
         gw = Gateway(runtime, server.url, gateway.fake_openai, gateway.fake_anthropic)
         user = gw.user("1")

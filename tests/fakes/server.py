@@ -17,11 +17,12 @@ def free_port() -> int:
 
 
 class ServerThread:
-    def __init__(self, app, port: int | None = None) -> None:
+    def __init__(self, app, port: int | None = None, http: str | type = "h11") -> None:
+        """`http`: uvicorn's HTTP protocol (the gateway's tests pass the one `serve` runs)."""
         self.port = port or free_port()
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="error", access_log=False,
-            lifespan="on", loop="asyncio", http="h11", timeout_keep_alive=30,
+            lifespan="on", loop="asyncio", http=http, timeout_keep_alive=30,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
