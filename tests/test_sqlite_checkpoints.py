@@ -103,3 +103,16 @@ def test_a_restart_that_cannot_proceed_holds_this_process_s_writes_back_only_bri
         reader.execute("COMMIT")
         reader.close()
     assert slowest < 0.3, slowest
+
+
+def test_a_store_dropped_without_closing_stops_its_checkpoint_thread(tmp_path):
+    import gc
+
+    dropped = open_store(f"sqlite:///{tmp_path / 'dropped.db'}")
+    dropped.init()
+    write_requests(dropped, 3)
+    thread = dropped._checkpointer._thread
+    del dropped
+    gc.collect()
+    thread.join(timeout=10)
+    assert not thread.is_alive()

@@ -25,6 +25,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -178,10 +179,11 @@ class _Checkpointer:
             self._commits = 0
             self._due.set()
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
         self._stopping = True
         self._due.set()
-        self._thread.join(timeout=LOCK_WAIT_S)
+        if wait:
+            self._thread.join(timeout=LOCK_WAIT_S)
 
     def _run(self) -> None:
         conn = sqlite3.connect(self.path, timeout=RESTART_WAIT_S, isolation_level=None, check_same_thread=False)
@@ -278,6 +280,7 @@ class SQLiteStore:
                 conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's thread does it
                 if self._checkpointer is None:
                     self._checkpointer = _Checkpointer(self.path)
+                    weakref.finalize(self, self._checkpointer.stop, False)  # a store dropped unclosed
             setattr(local, "now_conn" if now_only else "conn", conn)
         return conn
 
