@@ -286,7 +286,8 @@ class SQLiteStore:
 
     def _take_writer(self, now_only: bool) -> None:
         """This process's write lock; a call that must not wait raises WouldWait if it is taken, or
-        if the checkpointer is waiting for it (back-to-back writes on the loop would starve it)."""
+        while the checkpointer waits for SQLite's lock to restart the WAL (the loop's writes, back to
+        back, would never leave it free)."""
         if now_only:
             if (self._checkpointer is not None and self._checkpointer.restarting) or not self._writer.acquire(
                     blocking=False):
