@@ -157,6 +157,34 @@ def test_writes_that_cannot_commit_now_are_done_on_threads_once_the_lock_is_free
     assert store.get_user(user_id).balance == 950
 
 
+def test_a_settlement_that_fails_in_a_group_that_waited_for_the_lock_does_not_sleep_in_it(store, monkeypatch):
+    """A group that had to wait for the lock runs on a thread, where waiting is allowed; a settlement
+    failing inside it must still not sleep before its retry: the sleep would hold the group's
+    transaction, and every other writer, for 50 ms and more. It comes back to be done on its own."""
+    from llm_gateway.billing import settle as settlement
+
+    user_id = make_user(store, balance=10_000)
+    key = make_key(store, user_id)
+    first, second = (record(user_id, key.key_id, reserved=0, cost=100) for _ in range(2))
+    settle, failed = store.settle, []
+
+    def settles_on_second_try(rec):
+        if rec is first and not failed:
+            failed.append(rec)
+            raise sqlite3.OperationalError("disk I/O error")
+        return settle(rec)
+
+    monkeypatch.setattr(store, "settle", settles_on_second_try)
+    slept = []
+    monkeypatch.setattr(settlement.time, "sleep", slept.append)
+    outcomes = store.group([lambda: settlement.write(store, first), lambda: settlement.write(store, second)],
+                           wait=True)
+    assert outcomes[0] == ("again", None) and outcomes[1] == ("ok", second)
+    assert slept == []  # nothing slept while the group held the lock
+    assert settlement.write(store, first) is first  # on its own, where it may wait, it is applied
+    assert store.get_user(user_id).balance == 10_000 - 200 and store.list_usage(user_id).total == 2
+
+
 def test_a_commit_that_fails_leaves_each_write_to_be_done_on_its_own(store):
     user_id = make_user(store, balance=1_000)
 

@@ -260,7 +260,11 @@ class SQLiteStore:
             self._local.now_only = False
 
     def waiting_allowed(self) -> bool:
-        return not getattr(self._local, "now_only", False)
+        """False for a call made through `attempt`, and for one inside a group commit even on a
+        thread: a retry's sleep there would hold the whole group's transaction, and the lock, while
+        it slept; such a call comes back as "again" and is retried on its own."""
+        local = self._local
+        return not (getattr(local, "now_only", False) or getattr(local, "grouped", False))
 
     def _conn(self) -> sqlite3.Connection:
         local = self._local
