@@ -81,7 +81,7 @@ class EventStreamResponse(StreamingResponse):
 
     async def stream_response(self, send: Send) -> None:
         loop = asyncio.get_running_loop()
-        lock = asyncio.Lock()
+        lock = asyncio.Lock()  # held while a keep-alive goes out; the last message waits for it
         last_sent = loop.time()
         timer: asyncio.TimerHandle | None = None
         beats: set[asyncio.Task] = set()
@@ -107,8 +107,12 @@ class EventStreamResponse(StreamingResponse):
             if self.keepalive > 0:
                 timer = loop.call_later(self.keepalive, due)
             async for chunk in self.body_iterator:
-                async with lock:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                message = {"type": "http.response.body", "body": chunk, "more_body": True}
+                if lock.locked():  # a keep-alive is on its way out: this chunk goes after it
+                    async with lock:
+                        await send(message)
+                else:  # each send writes a whole event, so one beside a keep-alive cannot tear it
+                    await send(message)
                 last_sent = loop.time()
             if timer is not None:
                 timer.cancel()
