@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from . import glibc
+
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_IMAGE = 85
 
@@ -60,14 +62,8 @@ def _give_back_freed_memory() -> None:
     the freed pages unless asked to return them (measured: 27 MB of RSS kept after loading
     cl100k_base). Not on Lambda, where the first request would wait for it and memory is billed as
     configured, not as used; elsewhere without glibc this does nothing."""
-    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        glibc.call("malloc_trim", 0)
 
 
 def preload(*names: str) -> None:

@@ -11,25 +11,16 @@ from pathlib import Path
 HOUSEKEEPING_S = 5.0
 
 
-def _fixed_mmap_threshold() -> None:
-    """glibc raises its mmap threshold each time it frees a large block, so later large blocks (a
-    tokenizer's tables as they load) come from the heap, where freed pages can stay pinned behind
-    live ones: RSS at rest with both encodings varied 141-151 MB from run to run. A fixed threshold
-    keeps every block of 128 KiB or more in a mapping of its own, returned whole when freed."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to set
-
-
 def app_factory():
-    from .. import tokens
-
-    _fixed_mmap_threshold()
+    from .. import glibc, tokens
     from ..metrics import Metrics
     from .app import create_app
+
+    # glibc raises its mmap threshold each time it frees a large block, so later large blocks (a
+    # tokenizer's tables as they load) come from the heap, where freed pages can stay pinned behind
+    # live ones: RSS at rest with both encodings varied 141-151 MB from run to run. A fixed
+    # threshold keeps every block of 128 KiB or more in a mapping of its own, returned whole.
+    glibc.call("mallopt", glibc.M_MMAP_THRESHOLD, 128 * 1024)
 
     # GET /metrics: each worker counts its own requests; `serve` names one folder for its workers'
     # snapshots (GATEWAY_METRICS_DIR), so any worker answers for the whole server
