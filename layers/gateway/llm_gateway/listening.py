@@ -20,44 +20,39 @@ from typing import Any
 BACKLOG = 2048
 
 
-def _bound(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+def _bound(host: str, port: int, *, reuse_port: bool, listening: bool = True) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
+        if listening:
+            sock.listen(BACKLOG)
     except BaseException:
         sock.close()
         raise
     return sock
 
 
-def can_spread() -> bool:
-    return hasattr(socket, "SO_REUSEPORT")
+def _spreads(workers: int) -> bool:
+    return workers > 1 and hasattr(socket, "SO_REUSEPORT")
 
 
 def listen(host: str, port: int, workers: int = 1) -> socket.socket:
     """The socket `serve` binds first, listening. For several workers it is open to their own
     sockets on the same port; a plain bind is tried first, so that a port already taken (even by
     another server that shares its port this way) fails here as it would without workers."""
-    spread = workers > 1 and can_spread()
+    spread = _spreads(workers)
     if spread:
-        _bound(host, port, reuse_port=False).close()
+        _bound(host, port, reuse_port=False, listening=False).close()
     sock = _bound(host, port, reuse_port=spread)
-    try:
-        sock.listen(BACKLOG)
-    except BaseException:
-        sock.close()
-        raise
     sock.set_inheritable(True)  # workers receive it
     return sock
 
 
 def _own_socket(host: str, port: int) -> socket.socket:
-    sock = _bound(host, port, reuse_port=True)
-    sock.listen(BACKLOG)
-    return sock
+    return _bound(host, port, reuse_port=True)
 
 
 class OwnSocket:
@@ -73,4 +68,4 @@ class OwnSocket:
 
 def worker_sockets(shared: socket.socket, host: str, port: int, workers: int) -> list[Any]:
     """What each worker serves: the shared socket, and with several workers, one of its own."""
-    return [shared, OwnSocket(host, port)] if workers > 1 and can_spread() else [shared]
+    return [shared, OwnSocket(host, port)] if _spreads(workers) else [shared]
