@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "layers" / "gateway"))  # the package its SQLite variant and server use
 VARIANTS = ("relay", "relay_sqlite")
 
 
 def _store(directory: str) -> Callable[[str], Callable[[], None]]:
     """`begin(request_id)` admits one request on a real SQLite store and returns its `settle`."""
-    sys.path.insert(0, str(ROOT / "layers" / "gateway"))
     from llm_gateway.store.base import Counter, Key, UsageRecord, User
     from llm_gateway.store.sqlite import SQLiteStore
 
@@ -97,7 +97,6 @@ def start(variant: str, upstream_port: int, port: int, workdir: str) -> subproce
 def main() -> None:
     import uvicorn
 
-    sys.path.insert(0, str(ROOT / "layers" / "gateway"))
     from llm_gateway.http.protocol import Protocol
 
     upstream_port, port = int(sys.argv[1]), int(sys.argv[2])
