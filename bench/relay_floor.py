@@ -1,8 +1,8 @@
 """The floor under the throughput target: the simplest Python relay, measured in the same run.
 
-bench/overhead.py compares the gateway's requests/s with the fake upstream's own. That ratio is
-bounded by what any Python relay on this stack can do, however little it does, so this module
-measures that bound next to the gateway: a bare ASGI app under the same server settings as
+bench/overhead.py compares the gateway's added latency and requests/s with the fake upstream's own.
+Both are bounded by what any Python relay on this stack can do, however little it does, so this
+module measures that bound next to the gateway: a bare ASGI app under the same server settings as
 `llm-gateway serve` (uvicorn, its httptools protocol as serve runs it, uvloop, one process) that reads the request, forwards its
 body to the upstream through one aiohttp session and returns the upstream's answer. No framework,
 no validation, no key lookup, no token count, no log line. Two variants:
