@@ -255,6 +255,46 @@ def test_writes_that_find_the_lock_taken_for_a_moment_retry_on_the_loop(store):
     assert store.get_user(user_id).balance == 970
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_writes_that_find_the_lock_taken_for_milliseconds_wait_on_the_loop_whatever_the_loop(store, loop):
+    """Another worker's commit holds the database for a few milliseconds: the group's retries span
+    them on serve's own loop too (uvloop, whose timers count whole milliseconds), so the writes are
+    never handed to a thread, and writes queued meanwhile join the group."""
+    runner = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
+    user_id = make_user(store, balance=1_000)
+    key = make_key(store, user_id)
+    groups: list[tuple[int, bool]] = []
+
+    def group(calls, wait=False):
+        groups.append((len(calls), wait))
+        return store.group(calls, wait=wait)
+
+    blocking = Blocking(4, store.attempt, group)
+    blocking.in_flight = 4
+    other = sqlite3.connect(store.path, isolation_level=None)
+
+    async def main():
+        other.execute("BEGIN IMMEDIATE")
+
+        def settle():
+            return asyncio.ensure_future(blocking.finish(store.settle, record(user_id, key.key_id, reserved=0,
+                                                                              cost=10)))
+
+        first = [settle(), settle()]
+        await asyncio.sleep(0.0015)  # the group has been refused once or more by now
+        late = settle()
+        await asyncio.sleep(0)  # queued
+        asyncio.get_running_loop().call_later(0.003, other.execute, "ROLLBACK")
+        return await asyncio.gather(*first, late)
+
+    assert runner(main()) == [True] * 3
+    other.close()
+    blocking.shutdown()
+    assert not any(wait for _, wait in groups), groups  # never on a thread
+    assert groups[-1][0] == 3  # the late write joined the waiting group
+    assert store.get_user(user_id).balance == 970
+
+
 def test_a_write_made_while_no_other_request_is_in_flight_is_done_at_once(store):
     """Nobody to share a commit with: no wait for the end of the loop's turn."""
     user_id = make_user(store, balance=1_000)

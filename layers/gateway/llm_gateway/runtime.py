@@ -30,8 +30,12 @@ T = TypeVar("T")
 
 
 # A group of writes that finds the database locked by another process retries on the loop this
-# often, this many times (a group holds the lock for a fraction of a millisecond), then waits on a thread.
-LOCK_RETRY_S = 0.0003
+# often, this many times (another worker's group holds the lock for a fraction of a millisecond),
+# then waits on a thread. Not less than a millisecond: uvloop's timers count whole milliseconds, so
+# a shorter delay is the loop's next turn, and ten of those pass in tens of microseconds, before the
+# other worker's commit ends; the group then went to a thread and paid the GIL hand-offs that the
+# loop saves. Writes queued meanwhile join the group.
+LOCK_RETRY_S = 0.001
 LOCK_RETRIES = 10
 
 
