@@ -8,6 +8,8 @@ a measured phase, divided by its requests), at concurrency 16 against one fake O
 - `gateway_1_half`: one worker at half the concurrency, the load each of gateway_2's workers has when
   the kernel splits the connections evenly (on SQLite the writes of concurrent requests share
   commits, so a worker's CPU per request depends on how many requests it carries at once);
+- `gateway_2_double`: two workers at twice the concurrency, each carrying gateway_1's load: what a
+  second worker costs when it adds capacity rather than splitting the same load;
 - `relay_sqlite`: bench/relay_floor.py's bare relay with the SQLite store's two transactions, the
   floor for any Python relay on this stack;
 - `relay_sqlite_half`: the same at half the concurrency: how much more a request costs any Python
@@ -44,7 +46,8 @@ from bench.overhead import UPSTREAM_KEY, _wait_http, start_gateway, start_upstre
 from tests.fakes.server import free_port  # noqa: E402
 
 MODEL = "gpt-4o-mini"
-VARIANTS = ("gateway_1", "gateway_2", "gateway_1_half", "relay_sqlite", "relay_sqlite_half", "gateway_1_streaming")
+VARIANTS = ("gateway_1", "gateway_2", "gateway_1_half", "gateway_2_double", "relay_sqlite", "relay_sqlite_half",
+            "gateway_1_streaming")
 
 
 def _body(stream: bool) -> bytes:
@@ -59,7 +62,7 @@ async def _phase(variant: str, up_port: int, args: argparse.Namespace) -> dict:
             proc = relay_floor.start("relay_sqlite", up_port, port, work)
             headers = {"Authorization": f"Bearer {UPSTREAM_KEY}"}
         else:
-            proc, key = start_gateway(port, up_port, work, MODEL, workers=2 if variant == "gateway_2" else 1,
+            proc, key = start_gateway(port, up_port, work, MODEL, workers=2 if variant.startswith("gateway_2") else 1,
                                       extra_env={"GATEWAY_LOG_LEVEL": "INFO"})
             headers = {"Authorization": f"Bearer {key}"}
         try:
@@ -70,7 +73,8 @@ async def _phase(variant: str, up_port: int, args: argparse.Namespace) -> dict:
             await throughput(port, headers, body, 64, max(640, args.requests // 5))
             pids = gateway_pids(proc.pid)
             before = sum(cpu_seconds(pids))
-            concurrency = args.concurrency // 2 if variant.endswith("_half") else args.concurrency
+            concurrency = {"half": args.concurrency // 2, "double": args.concurrency * 2}.get(
+                variant.rpartition("_")[2], args.concurrency)
             measured = await throughput(port, headers, body, concurrency, args.requests)
             used = sum(cpu_seconds(pids)) - before
         finally:
@@ -104,6 +108,8 @@ async def run(args: argparse.Namespace) -> dict:
         out["targets"]["gateway_2_le_1_15x_gateway_1"] = ratio <= 1.15
     if "gateway_1_half" in median and "gateway_2" in median:
         out["gateway_2_over_gateway_1_half"] = round(median["gateway_2"] / median["gateway_1_half"], 3)
+    if "gateway_2_double" in median and "gateway_1" in median:
+        out["gateway_2_double_over_gateway_1"] = round(median["gateway_2_double"] / median["gateway_1"], 3)
     if "gateway_1_half" in median and "gateway_1" in median:
         out["gateway_1_half_over_gateway_1"] = round(median["gateway_1_half"] / median["gateway_1"], 3)
     if "relay_sqlite_half" in median and "relay_sqlite" in median:
