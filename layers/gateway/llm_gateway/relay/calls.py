@@ -33,13 +33,14 @@ from ..providers.base import Event, EventStream
 from ..runtime import Runtime
 from ..store.base import UsageRecord
 from . import idle
+from .output import OutputText
 
 
 class StreamTranslator(Protocol):
     """Turns upstream events into the client's SSE bytes, keeping count of usage and output."""
 
     usage: Usage | None  # the latest usage the upstream reported, if any
-    texts: list[str]  # output text sent so far (the fallback for counting)
+    output: OutputText  # output text sent so far (the fallback for counting)
 
     def feed(self, event: Event) -> list[bytes]: ...
     def finish(self) -> list[bytes]: ...
@@ -76,9 +77,9 @@ async def settle_off_loop(rt: Runtime, ticket: Ticket, usage: Usage | None, stat
     return await rt.blocking.finish(write, rt.store, record, rt.parking)
 
 
-def _fallback_usage(ticket_input: int, reported: Usage | None, texts: list[str], encoding: str) -> Usage:
+def _fallback_usage(ticket_input: int, reported: Usage | None, text: str, encoding: str) -> Usage:
     """Usage for an answer the upstream did not finish reporting: count what was produced."""
-    counted = tokens.count_text("".join(texts), encoding)
+    counted = tokens.count_text(text, encoding)
     if reported is None:
         return Usage(input_tokens=ticket_input, output_tokens=counted)
     if not reported.total_input:
@@ -124,7 +125,7 @@ async def _answered(request: Request, rt: Runtime, caller: Caller, spec: ModelSp
         await settle_off_loop(rt, ticket, None, "error")
         raise
     if usage is None:
-        usage = _fallback_usage(input_tokens, None, [text], spec.encoding)
+        usage = _fallback_usage(input_tokens, None, text, spec.encoding)
     record = await settle_off_loop(rt, ticket, usage, "ok")
     if record is not None:
         ctx.cost = record.cost
@@ -277,7 +278,7 @@ async def _pump(
             return
         reported = translator.usage
         usage = reported if status == "ok" and reported is not None else _fallback_usage(
-            input_tokens, reported, translator.texts, encoding
+            input_tokens, reported, str(translator.output), encoding
         )
         record = await settle_off_loop(rt, ticket, usage, status)
         if record is not None:

@@ -16,6 +16,7 @@ from ..errors import GatewayError
 from ..http.sse import OPENAI_DONE, openai_error_events, openai_event, typed_event
 from ..providers.base import Event
 from ..providers.openai import prepare_body
+from .output import OutputText
 
 
 def _openai_text(choices: Any, legacy: bool) -> str:
@@ -42,7 +43,7 @@ class OpenAIStreamRelay:
         self.client_wants_usage = client_wants_usage
         self.legacy = legacy
         self.usage: Usage | None = None
-        self.texts: list[str] = []
+        self.output = OutputText()
 
     def feed(self, event: Event) -> list[bytes]:
         usage = event.get("usage")
@@ -52,7 +53,7 @@ class OpenAIStreamRelay:
         if choices:
             text = _openai_text(choices, self.legacy)
             if text:
-                self.texts.append(text)
+                self.output.append(text)
         if not self.client_wants_usage:
             if usage and not choices:
                 return []
@@ -172,7 +173,7 @@ class OpenAIResponsesRelay:
 
     def __init__(self) -> None:
         self.usage: Usage | None = None
-        self.texts: list[str] = []
+        self.output = OutputText()
         self.response_id: str | None = None
         self.sequence = -1
         self.rename: str | None = None
@@ -182,7 +183,7 @@ class OpenAIResponsesRelay:
         if isinstance(event.get("sequence_number"), int):
             self.sequence = event["sequence_number"]
         if kind in ("response.output_text.delta", "response.function_call_arguments.delta"):
-            self.texts.append(str(event.get("delta") or ""))
+            self.output.append(str(event.get("delta") or ""))
         elif kind == "response.created":
             self.response_id = (event.get("response") or {}).get("id")
         elif kind in _RESPONSE_ENDS:

@@ -37,6 +37,7 @@ from ..translate.legacy import (
 )
 from ..translate.messages_openai import MessageEvents, chat_to_message, messages_to_chat
 from ..translate.responses_claude import ResponseEvents, message_to_response
+from .output import OutputText
 from .passthrough import _openai_text, renamed
 
 __all__ = [
@@ -80,7 +81,7 @@ def _observe_anthropic(event: Event, stream: TranslatedStream) -> None:
         delta = event.get("delta") or {}
         text = delta.get("text") or delta.get("partial_json") or delta.get("thinking")
         if text:
-            stream.texts.append(text)
+            stream.output.append(text)
     elif kind == "message_start":
         stream.usage = from_anthropic((event.get("message") or {}).get("usage"), into=stream.usage)
     elif kind == "message_delta":
@@ -98,7 +99,7 @@ def _observe_openai(event: Event, stream: TranslatedStream) -> None:
         stream.usage = from_openai(event["usage"])
     text = _openai_text(event.get("choices"), False)
     if text:
-        stream.texts.append(text)
+        stream.output.append(text)
 
 
 def _read_openai(data: dict[str, Any]) -> tuple[Usage | None, str]:
@@ -132,7 +133,7 @@ class TranslatedStream:
 
     def __init__(self, wire: Wire, stages: list[Stage], family: Family) -> None:
         self.usage: Usage | None = None
-        self.texts: list[str] = []
+        self.output = OutputText()
         self._observe = wire.observe
         self._stages = stages
         self._family = family
