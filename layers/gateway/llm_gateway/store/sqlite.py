@@ -237,6 +237,8 @@ LOCK_WAIT_S = 10.0
 # RESTART_WAIT_S for other writers and readers, and past that is tried again at the next round.
 CHECKPOINT_EVERY = 100
 WAL_RESTART_FRAMES = 4000
+RESTART_WAIT_S = 0.02
+
 # The page size of a database this store creates. Every commit writes each page it changed whole into
 # the WAL, with a checksum over it, and a charged request commits about eight pages (its counter,
 # user, key and usage record pages). In a worker that sleeps between requests those pages are cold:
@@ -244,7 +246,6 @@ WAL_RESTART_FRAMES = 4000
 # before 3.12). Rows here are a few hundred bytes; a stored document of hundreds of KiB takes ~1.6×
 # as long to write and read in pages this size, and such documents are rare.
 PAGE_SIZE = 1024
-RESTART_WAIT_S = 0.02
 
 T = TypeVar("T")
 
