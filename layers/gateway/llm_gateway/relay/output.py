@@ -13,7 +13,7 @@ class OutputText:
     as they arrive; a block is one string, whatever the number of pieces in it."""
 
     __slots__ = ("_blocks", "_pieces")
-    BLOCK = 32  # pieces joined at a time: at most this many strings are kept whole
+    BLOCK = 32  # pieces joined at a time: fewer than this many are ever kept as strings of their own
 
     def __init__(self) -> None:
         self._blocks: list[str] = []
